@@ -1,0 +1,230 @@
+"""Command line: ``ddpm-studio [train|sample|demo-data|runs|info]``; the bare command opens the app.
+
+Examples::
+
+    ddpm-studio demo-data ~/shapes                      # write the built-in demo set as PNGs
+    ddpm-studio train --source folder --data-path ~/shapes --total-steps 5000
+    ddpm-studio train --resume ~/.local/share/ddpm-studio/runs/run-20261123-120000
+    ddpm-studio sample RUN_OR_CHECKPOINT --num-images 64 --sampler ddim --steps 50
+
+Every training flag is generated from the config dataclasses (``services/config.py``), so
+``ddpm-studio train --help`` always lists every setting with its range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ddpm_studio import __version__
+from ddpm_studio.cli_progress import EventPrinter
+from ddpm_studio.services import config as config_mod
+
+log = logging.getLogger("ddpm_studio")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+    """One ``--flag`` per config field, grouped by section, help and range from the field metadata."""
+    for section, cls in sections.items():
+        group = parser.add_argument_group(config_mod.SECTION_TITLES.get(section, section.title()))
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            extra = []
+            if meta["choices"]:
+                extra.append("one of " + ", ".join(meta["choices"]))
+            if meta["min"] is not None:
+                extra.append(f"range {meta['min']:g} to {meta['max']:g}")
+            default = f.default if f.default is not dataclasses.MISSING else None
+            extra.append(f"default {'preset' if default is None else default}")
+            help_text = f"{meta['help']} ({'; '.join(extra)})".replace("%", "%%")
+            flag = "--" + f.name.replace("_", "-")
+            dest = f"{section}.{f.name}"
+            if config_mod.field_kind(f) == "bool":
+                parser_action: Any = argparse.BooleanOptionalAction
+                group.add_argument(flag, dest=dest, action=parser_action, default=argparse.SUPPRESS, help=help_text)
+            else:
+                group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Nested {section: {field: value}} of the config flags the user actually gave."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train and sample DDPM diffusion models on your own images.")
+    parser.add_argument("--version", action="version", version=f"DDPM Studio {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="Train a model (Ctrl-C saves a checkpoint and exits)")
+    train.add_argument("--config", type=Path, help="TOML (or JSON) config file; flags override it")
+    train.add_argument("--resume", type=Path, metavar="RUN_OR_CHECKPOINT", help="Continue a run from its newest (or this) checkpoint")
+    train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
+    train.add_argument("--name", help="Name of the new run folder")
+    add_config_flags(train, config_mod.SECTION_TYPES)
+
+    sample = sub.add_parser("sample", help="Generate images from a checkpoint or a run folder")
+    sample.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    sample.add_argument("--out", type=Path, help="Output folder (default: the run's samples/ folder)")
+    sample.add_argument("--trajectory", action="store_true", help="Also save the denoising trajectory as an animated GIF")
+    sample.add_argument("--device", default="auto", choices=config_mod.DEVICE_CHOICES)
+    sample.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
+    add_config_flags(sample, {"sample": config_mod.SampleConfig})
+
+    demo = sub.add_parser("demo-data", help="Write the built-in demo dataset (coloured shapes) as PNG files")
+    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("--count", type=int, default=4096)
+    demo.add_argument("--image-size", type=int, default=32)
+    demo.add_argument("--seed", type=int, default=0)
+
+    runs = sub.add_parser("runs", help="List training runs")
+    runs.add_argument("--runs-dir", type=Path)
+    sub.add_parser("info", help="Show version, device, folders and model presets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        return _launch_gui()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = {"train": cmd_train, "sample": cmd_sample, "demo-data": cmd_demo_data, "runs": cmd_runs, "info": cmd_info}
+    try:
+        return handler[args.command](args)
+    except config_mod.ConfigError as exc:
+        print("error: invalid settings:", file=sys.stderr)
+        for message in exc.errors:
+            print(f"  - {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from ddpm_studio.services.events import user_message
+
+        log.debug("details", exc_info=True)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 1
+
+
+def _run_with_ctrl_c(session: Any, printer: EventPrinter) -> None:
+    """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts."""
+    from ddpm_studio.services.control import drive
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if session.control.stop_requested:
+            signal.default_int_handler(signum, frame)
+        printer.note("Stopping: saving a checkpoint (press Ctrl-C again to abort without saving)")
+        session.control.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        drive(session.steps(), printer)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        printer.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.training import TrainingSession
+
+    overrides = overrides_from(args)
+    if args.resume:
+        from ddpm_studio.services.runs import resolve_checkpoint
+
+        session = TrainingSession(resume_from=resolve_checkpoint(args.resume), overrides=overrides, runs_dir=args.runs_dir)
+    else:
+        base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()
+        cfg = config_mod.check(config_mod.from_dict(overrides, base=base))
+        session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=args.name)
+    printer = EventPrinter()
+    _run_with_ctrl_c(session, printer)
+    return 0 if printer.outcome in ("completed", "stopped") else 1
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.runs import resolve_checkpoint
+    from ddpm_studio.services.sampling import SamplingSession
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    sample_cfg = config_mod.update_section(config_mod.SampleConfig(), overrides_from(args).get("sample", {}), name="sample")
+    out = args.out or (ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path.cwd() / "samples")
+    out = out / f"{ckpt.stem}-{sample_cfg.sampler}{'' if sample_cfg.sampler == 'ddpm' else sample_cfg.steps}-seed{sample_cfg.sample_seed}"
+    session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision, save_trajectory=args.trajectory)
+    printer = EventPrinter()
+    _run_with_ctrl_c(session, printer)
+    return 0 if printer.outcome == "samples" else 1
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from ddpm_studio.core.demo_data import write_demo_folder
+
+    count = write_demo_folder(args.out_dir, n=args.count, image_size=args.image_size, seed=args.seed)
+    print(f"Wrote {count} demo images to {args.out_dir}")
+    print(f"Train on them with: ddpm-studio train --source folder --data-path {args.out_dir}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.runs import default_runs_dir, list_runs
+
+    runs = list_runs(args.runs_dir)
+    print(f"Runs in {args.runs_dir or default_runs_dir()}:")
+    for run in runs:
+        status = run.read_status()
+        state = "interrupted" if run.is_interrupted() else status.get("state", "?")
+        latest = run.latest_checkpoint()
+        print(f"  {run.name:32s} {state:11s} step {status.get('step', 0):>8}  {'last checkpoint ' + latest.path.name if latest else 'no checkpoint'}")
+    if not runs:
+        print("  (none yet)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import platformdirs
+    import torch
+
+    from ddpm_studio.core.device import choose_device
+    from ddpm_studio.core.unet import UNet, preset_config, preset_names
+    from ddpm_studio.services.runs import default_runs_dir
+
+    choice = choose_device()
+    print(f"DDPM Studio {__version__}, PyTorch {torch.__version__}, Python {sys.version.split()[0]}")
+    print(f"Device: {choice.device} ({choice.reason})")
+    print(f"Runs folder: {default_runs_dir()}")
+    print(f"Cache folder: {platformdirs.user_cache_path('ddpm-studio')}")
+    print("Model presets:")
+    for name in preset_names():
+        ucfg = preset_config(name)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in UNet(ucfg).parameters())
+        print(f"  {name:10s} {ucfg.image_size:>3}x{ucfg.image_size:<3} {params / 1e6:6.1f}M parameters")
+    return 0
+
+
+def _launch_gui() -> int:
+    try:
+        from ddpm_studio.gui import main as gui_main
+    except ImportError as exc:
+        print(f"The desktop app is not available ({exc}). Use a subcommand, e.g. `ddpm-studio train --help`.", file=sys.stderr)
+        build_parser().print_help()
+        return 1
+    return int(gui_main() or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The CLI's sink for session events: a one-line progress bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ddpm_studio.services import events as ev
+
+
+def format_duration(seconds: float) -> str:
+    """1:02:03 / 4:05 style, '--:--' when unknown."""
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(width * done / total) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+class EventPrinter:
+    """Callable sink: redraws the bar at most every ``interval`` s (a TTY) or prints a line every ``line_every`` s."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.2, line_every: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = interval if self.tty else line_every
+        self._last = 0.0
+        self._bar_shown = False
+        self.outcome: str | None = None
+
+    def note(self, message: str) -> None:
+        """A line of its own, above the bar."""
+        if self._bar_shown:
+            self.stream.write("\n")
+            self._bar_shown = False
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def _progress(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        if self.tty:
+            self.stream.write("\r" + text[:200].ljust(100))
+            self._bar_shown = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, ev.TrainProgress):
+            self._progress(
+                f"{bar(event.step, event.total_steps)} step {event.step}/{event.total_steps} loss {event.loss:.4f} "
+                f"lr {event.lr:.1e} {event.images_per_sec:.1f} img/s ETA {format_duration(event.eta_seconds)}",
+                force=event.step == event.total_steps,
+            )
+        elif isinstance(event, ev.SamplingProgress):
+            self._progress(
+                f"{bar(event.done, event.total)} step {event.done}/{event.total} batch {event.batch}/{event.batches} "
+                f"ETA {format_duration(event.eta_seconds)}",
+                force=event.done == event.total,
+            )
+        elif isinstance(event, ev.Status):
+            if event.total:
+                self._progress(f"{event.message}: {event.done}/{event.total}")
+            else:
+                self.note(event.message + "…")
+        elif isinstance(event, ev.RunStarted):
+            verb = f"Resuming from {event.resumed_from} at step {event.step}" if event.resumed_from else "Training"
+            self.note(f"{verb}: {event.parameters / 1e6:.2f}M parameters on {event.device_reason}")
+            self.note(f"Data: {event.dataset}; effective batch {event.effective_batch}")
+            self.note(f"Run folder: {event.run_dir}")
+        elif isinstance(event, ev.PreviewReady):
+            val = f", validation loss {event.val_loss:.4f}" if event.val_loss is not None else ""
+            self.note(f"Preview at step {event.step}: {event.path}{val}")
+        elif isinstance(event, ev.CheckpointSaved):
+            self.note(f"Checkpoint saved: {event.path} ({event.size_bytes / 1e6:.1f} MB)")
+        elif isinstance(event, ev.CheckpointFailed):
+            self.note(f"WARNING: {event.message}")
+        elif isinstance(event, ev.RunPaused):
+            self.note(f"Paused at step {event.step}")
+        elif isinstance(event, ev.RunFinished):
+            self.outcome = event.reason
+            self.note(f"Training {event.reason} at step {event.step}. Checkpoint: {event.checkpoint}")
+            if event.checkpoint:
+                self.note(f"Generate images with: ddpm-studio sample {event.checkpoint}")
+        elif isinstance(event, ev.SamplesReady):
+            self.outcome = "samples"
+            self.note(f"Saved {len(event.paths)} images and a grid: {event.grid_path}")
+            if event.trajectory_path:
+                self.note(f"Trajectory: {event.trajectory_path}")
+
+    def close(self) -> None:
+        if self._bar_shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._bar_shown = False

@@ -1,0 +1,9 @@
+"""Names of the modelling choices, importable without torch (the GUI builds its form before torch loads)."""
+
+SAMPLER_NAMES = ("ddpm", "ddim")
+SPACINGS = ("uniform", "quadratic", "trailing")
+VARIANCES = ("beta_tilde", "beta")
+LOSS_TYPES = ("mse", "l1", "huber")
+BETA_SCHEDULE_NAMES = ("linear", "cosine")
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")

@@ -1,0 +1,366 @@
+"""One source of truth for every hyperparameter.
+
+Each setting is a dataclass field whose metadata (label, help, range, choices) generates the
+CLI flags and the GUI form, and validates input with messages a person understands. A run's
+config is saved with it as TOML (hand-editable) and inside every checkpoint as a plain dict.
+Field names are unique across sections, so ``--batch-size`` needs no section prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddpm_studio.core.choices import (
+    BETA_SCHEDULE_NAMES,
+    DEVICE_CHOICES,
+    LOSS_TYPES,
+    PRECISION_CHOICES,
+    SAMPLER_NAMES,
+    SPACINGS,
+    VARIANCES,
+)
+
+DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
+MODEL_PRESETS = ("tiny", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
+SCHEDULES = BETA_SCHEDULE_NAMES
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+    """Invalid settings; ``errors`` lists one human sentence per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def setting(default: Any, label: str, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple[str, ...] | None = None, optional: bool = False) -> Any:
+    """A dataclass field carrying the metadata the CLI, the GUI form and validation share."""
+    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "optional": optional}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to train on and how images are prepared."""
+
+    source: str = setting("demo", "Dataset", "Built-in demo shapes, an image folder, or MNIST / FashionMNIST / CIFAR-10 files already on disk.", choices=DATA_SOURCES)
+    data_path: str = setting("", "Data folder", "Folder of images (searched recursively; one subfolder per class is allowed), or the root of the standard dataset files.")
+    image_size: int = setting(32, "Image size", "Images are resized and centre-cropped to this square size (pixels).", min=16, max=256)
+    channels: int = setting(3, "Channels", "3 for RGB, 1 for grayscale.", min=1, max=3)
+    hflip: bool = setting(True, "Random horizontal flip", "Flip half of the training images left-right (doubles the data for symmetric subjects).")
+    cache: bool = setting(True, "Cache decoded images", "Keep decoded, resized images in the user cache folder so the next run starts instantly.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The U-Net: a named preset, optionally overridden field by field."""
+
+    preset: str = setting("laptop", "Model preset", "laptop: a few million parameters, trains on a CPU; cifar10: the paper's 35.7M model; tiny: for tests.", choices=MODEL_PRESETS)
+    base_channels: int | None = setting(None, "Base channels", "Width of the first U-Net level (multiple of 32). Empty = preset's value.", min=32, max=512, optional=True)
+    channel_mults: tuple[int, ...] | None = setting(None, "Channel multipliers", "Width of each level as a multiple of base channels, e.g. 1,2,2,2. Empty = preset's value.", optional=True)
+    num_res_blocks: int | None = setting(None, "Residual blocks per level", "Empty = preset's value.", min=1, max=8, optional=True)
+    attention_resolutions: tuple[int, ...] | None = setting(None, "Attention resolutions", "Feature-map sizes that get self-attention, e.g. 16. Empty = preset's value.", optional=True)
+    dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks (paper: 0.1 on CIFAR-10). Empty = preset's value.", min=0.0, max=0.9, optional=True)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The forward process and the loss."""
+
+    timesteps: int = setting(1000, "Timesteps T", "Number of diffusion steps (paper: 1000).", min=10, max=4000)
+    schedule: str = setting("linear", "Noise schedule", "linear: β from 1e-4 to 0.02 (Ho et al.); cosine: Nichol & Dhariwal, better for small images.", choices=SCHEDULES)
+    loss: str = setting("mse", "Loss", "Distance between true and predicted noise: mse (the paper's), l1 or huber.", choices=LOSS_TYPES)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation, precision, device and length of the run."""
+
+    batch_size: int = setting(32, "Batch size", "Images per optimisation step (per device).", min=1, max=4096)
+    grad_accum: int = setting(1, "Gradient accumulation", "Micro-batches summed per step; the effective batch is batch size × this.", min=1, max=256)
+    lr: float = setting(2e-4, "Learning rate", "AdamW learning rate (paper: 2e-4 for CIFAR-10).", min=1e-7, max=1e-1)
+    warmup_steps: int = setting(500, "Warm-up steps", "Learning rate rises linearly from 0 over these steps (paper: 5000).", min=0, max=1_000_000)
+    lr_schedule: str = setting("constant", "LR schedule", "constant after warm-up, or cosine decay to zero at the last step.", choices=LR_SCHEDULES)
+    weight_decay: float = setting(0.0, "Weight decay", "AdamW decoupled weight decay.", min=0.0, max=1.0)
+    grad_clip: float = setting(1.0, "Gradient clip norm", "Clip the gradient's global norm to this (0 = off; paper: 1.0).", min=0.0, max=1000.0)
+    ema_decay: float = setting(0.999, "EMA decay", "Samples come from an exponential moving average of the weights (paper: 0.9999 for long runs).", min=0.0, max=0.99999)
+    mixed_precision: str = setting("auto", "Mixed precision", "auto: bf16 where the hardware is fast at it (CUDA, CPUs with AVX512-BF16), else float32.", choices=PRECISION_CHOICES)
+    device: str = setting("auto", "Device", "auto picks CUDA, then Apple MPS, then CPU.", choices=DEVICE_CHOICES)
+    total_steps: int = setting(20_000, "Total steps", "Optimisation steps to train for.", min=1, max=100_000_000)
+    seed: int = setting(0, "Seed", "Seeds weights, data order and noise: the same seed reproduces the run.", min=0, max=2**31 - 1)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Checkpoints, previews and logging."""
+
+    preview_every: int = setting(1000, "Preview every (steps)", "Sample a fixed-seed trajectory from the EMA model this often (0 = off).", min=0, max=10_000_000)
+    preview_minutes: float = setting(0.0, "Preview every (minutes)", "Also preview when this much time has passed (0 = off).", min=0.0, max=10_000.0)
+    preview_images: int = setting(8, "Preview images", "Samples per preview.", min=1, max=64)
+    preview_sampler: str = setting("ddim", "Preview sampler", "Previews use a fast sampler so they cost seconds, not minutes.", choices=SAMPLER_NAMES)
+    preview_steps: int = setting(50, "Preview sampler steps", "Steps of the preview sampler (DDPM always uses T).", min=1, max=4000)
+    checkpoint_every: int = setting(2000, "Checkpoint every (steps)", "Save a checkpoint this often (0 = only at the end and on stop).", min=0, max=10_000_000)
+    checkpoint_minutes: float = setting(10.0, "Checkpoint every (minutes)", "Also save when this much time has passed (0 = off).", min=0.0, max=10_000.0)
+    keep_last: int = setting(3, "Keep last N checkpoints", "Older checkpoints are deleted only after a newer one is safely written.", min=1, max=1000)
+    log_every: int = setting(10, "Log every (steps)", "Write a metrics line every this many steps.", min=1, max=100_000)
+    tensorboard: bool = setting(False, "TensorBoard", "Also log to TensorBoard (needs the tensorboard package).")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to generate images from a trained model."""
+
+    sampler: str = setting("ddim", "Sampler", "ddpm: the paper's 1000-step ancestral sampler; ddim: deterministic, 10-100 steps.", choices=SAMPLER_NAMES)
+    steps: int = setting(50, "Steps", "Sampler steps (DDPM always uses T).", min=1, max=4000)
+    eta: float = setting(0.0, "DDIM η", "0 = deterministic DDIM, 1 = DDPM-like noise.", min=0.0, max=1.0)
+    spacing: str = setting("uniform", "Timestep spacing", "Which timesteps a short sampler visits.", choices=SPACINGS)
+    variance: str = setting("beta_tilde", "DDPM variance", "σ² = β̃ (posterior) or β (the paper's two choices).", choices=VARIANCES)
+    num_images: int = setting(16, "Number of images", "How many images to generate.", min=1, max=100_000)
+    sample_batch_size: int = setting(16, "Sampling batch size", "Images denoised at once.", min=1, max=1024)
+    sample_seed: int = setting(0, "Sampling seed", "The same seed gives the same images.", min=0, max=2**31 - 1)
+    use_ema: bool = setting(True, "Use EMA weights", "Sample from the averaged weights (recommended).")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved with the run and in each checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+SECTION_TYPES: dict[str, type] = {
+    "data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+}
+SECTION_TITLES = {
+    "data": "Data", "model": "Model", "diffusion": "Diffusion", "optim": "Optimisation", "schedule": "Checkpoints & previews",
+}
+
+
+def field_kind(f: dataclasses.Field[Any]) -> str:
+    """One of bool, int, float, str, ints (tuple of ints), derived from the field's default type."""
+    annotation = str(f.type)
+    for kind in ("bool", "tuple", "int", "float", "str"):
+        if annotation.startswith(kind) or annotation.startswith(f"{kind} "):
+            return "ints" if kind == "tuple" else kind
+    raise TypeError(f"Unsupported config field type {annotation}")
+
+
+def coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    """Convert ``value`` (from TOML, JSON, a CLI string or a widget) to the field's type, or raise ValueError."""
+    label = f.metadata["label"]
+    if value is None or (isinstance(value, str) and value.strip() == "" and f.metadata["optional"]):
+        if f.metadata["optional"]:
+            return None
+        raise ValueError(f"{label} needs a value")
+    kind = field_kind(f)
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "ints":
+            items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items if v != "")
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        expected = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                    "ints": "a list of whole numbers such as 1,2,2", "str": "text"}[kind]
+        raise ValueError(f"{label} must be {expected} (got {value!r})") from None
+
+
+def field_errors(section: object) -> list[str]:
+    """Range and choice checks of one section, from the field metadata."""
+    errors: list[str] = []
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        meta = f.metadata
+        if value is None:
+            continue
+        if meta["choices"] and value not in meta["choices"]:
+            errors.append(f"{meta['label']} must be one of {', '.join(meta['choices'])} (got {value!r})")
+        lo, hi = meta["min"], meta["max"]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value != value:  # NaN
+                errors.append(f"{meta['label']} must be a number (got NaN)")
+            elif (lo is not None and value < lo) or (hi is not None and value > hi):
+                errors.append(f"{meta['label']} must be between {lo:g} and {hi:g} (got {value:g})")
+    return errors
+
+
+def validate(cfg: RunConfig) -> list[str]:
+    """Every problem with ``cfg`` as a sentence; an empty list means it can run."""
+    errors: list[str] = []
+    for name in SECTION_TYPES:
+        errors += field_errors(getattr(cfg, name))
+    d, m = cfg.data, cfg.model
+    if d.channels not in (1, 3):
+        errors.append(f"Channels must be 1 (grayscale) or 3 (RGB) (got {d.channels})")
+    if d.source in ("folder", "mnist", "fashion_mnist", "cifar10"):
+        if not d.data_path:
+            errors.append("Choose a data folder")
+        elif not Path(d.data_path).expanduser().is_dir():
+            errors.append(f"Data folder {d.data_path} does not exist or is not a folder")
+    if m.channel_mults is not None and (not m.channel_mults or any(c < 1 or c > 16 for c in m.channel_mults)):
+        errors.append("Channel multipliers must be 1 to 6 whole numbers between 1 and 16, e.g. 1,2,2,2")
+    elif m.channel_mults is not None and len(m.channel_mults) > 6:
+        errors.append("Channel multipliers: at most 6 levels")
+    if m.base_channels is not None and m.base_channels % 32:
+        errors.append(f"Base channels must be a multiple of 32 (GroupNorm uses 32 groups) (got {m.base_channels})")
+    if not errors:
+        errors += model_errors(cfg)
+    if cfg.schedule.preview_sampler == "ddim" and cfg.schedule.preview_steps > cfg.diffusion.timesteps:
+        errors.append(f"Preview sampler steps ({cfg.schedule.preview_steps}) cannot exceed timesteps T ({cfg.diffusion.timesteps})")
+    return errors
+
+
+def model_errors(cfg: RunConfig) -> list[str]:
+    """Checks that need the resolved U-Net layout (e.g. image size divisible by the down-sampling)."""
+    from ddpm_studio.services.model_factory import unet_config  # local: avoids importing torch models at config import
+
+    try:
+        unet_config(cfg)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def check(cfg: RunConfig) -> RunConfig:
+    """Return ``cfg`` or raise :class:`ConfigError` listing every problem."""
+    errors = validate(cfg)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+# -- (de)serialisation ---------------------------------------------------------------
+def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples as lists, None kept) for checkpoints and JSON."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in SECTION_TYPES:
+        section = getattr(cfg, name)
+        out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def from_dict(data: dict[str, Any], *, base: RunConfig | None = None, strict: bool = True) -> RunConfig:
+    """Build a config from nested sections; unknown keys and wrong types raise :class:`ConfigError`."""
+    base = base or RunConfig()
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["A config file must contain sections such as [optim]"])
+    for key in data:
+        if key not in SECTION_TYPES and strict:
+            errors.append(f"Unknown section [{key}]{_did_you_mean(key, SECTION_TYPES)}")
+    for name in SECTION_TYPES:
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            errors.append(f"[{name}] must be a section of settings")
+            continue
+        sections[name] = update_section(getattr(base, name), values, errors, name, strict)
+    if errors:
+        raise ConfigError(errors)
+    return RunConfig(**sections)
+
+
+def update_section(section: Any, values: dict[str, Any], errors: list[str] | None = None, name: str = "",
+                   strict: bool = True) -> Any:
+    """``section`` with ``values`` coerced into it; problems go to ``errors`` (or raise ConfigError if None)."""
+    own_errors: list[str] = [] if errors is None else errors
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    updates = {}
+    for key, value in values.items():
+        if key not in fields:
+            if strict:
+                own_errors.append(f"Unknown setting {key!r} in [{name}]{_did_you_mean(key, fields)}")
+            continue
+        try:
+            updates[key] = coerce(fields[key], value)
+        except ValueError as exc:
+            own_errors.append(str(exc))
+    if errors is None and own_errors:
+        raise ConfigError(own_errors)
+    return dataclasses.replace(section, **updates)
+
+
+def _did_you_mean(key: str, options: Any) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """A hand-editable TOML file with each setting's help as a comment; None values are left out."""
+    lines = ["# DDPM Studio run configuration. Edit and load with: ddpm-studio train --config FILE", ""]
+    for name, section_dict in to_dict(cfg).items():
+        lines.append(f"[{name}]  # {SECTION_TITLES[name]}")
+        fields = {f.name: f for f in dataclasses.fields(SECTION_TYPES[name])}
+        for key, value in section_dict.items():
+            if value is None:
+                lines.append(f"# {key} = (preset default)  # {fields[key].metadata['help']}")
+                continue
+            lines.append(f"{key} = {_toml_value(value)}  # {fields[key].metadata['help']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a TOML (or JSON) config file; errors name the file and say what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"Cannot read config file {path}: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError:
+        raise ConfigError([f"Config file {path} is not UTF-8 text"]) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError([f"Config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}"]) from None
+    return from_dict(data, base=base)
+
+
+def save_config_file(cfg: RunConfig, path: str | Path) -> None:
+    """Write ``cfg`` as TOML atomically."""
+    from ddpm_studio.core.checkpoint import atomic_write
+
+    atomic_write(path, lambda fh: fh.write(to_toml(cfg).encode("utf-8")))

@@ -1,0 +1,163 @@
+"""Events that sessions yield. Frozen, and holding only CPU data (numpy, floats, str), so a
+worker can hand them to another thread and the GUI never touches torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Status:
+    """A phase message while setting up ("Loading images", 340/1000)."""
+
+    message: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Training is about to take its first step."""
+
+    run_dir: str
+    step: int
+    total_steps: int
+    device: str
+    device_reason: str
+    parameters: int
+    dataset: str
+    num_images: int
+    effective_batch: int
+    resumed_from: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One optimisation step."""
+
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_sec: float
+    eta_seconds: float
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class MetricsLogged:
+    """A line written to the metrics log (windowed loss, per-quartile loss, validation loss)."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PreviewReady:
+    """A fixed-seed trajectory from the EMA model.
+
+    ``x_t`` and ``x0_pred`` are uint8 arrays (frames, samples, H, W, C); ``timesteps`` the t of
+    each frame; ``image`` the final samples as a grid (H, W, C) uint8.
+    """
+
+    step: int
+    timesteps: tuple[int, ...]
+    x_t: np.ndarray
+    x0_pred: np.ndarray
+    image: np.ndarray
+    path: str
+    val_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+    size_bytes: int
+    deleted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckpointFailed:
+    """A checkpoint could not be written (disk full, permission); earlier ones are intact."""
+
+    step: int
+    message: str
+
+
+@dataclass(frozen=True)
+class RunPaused:
+    step: int
+
+
+@dataclass(frozen=True)
+class RunResumed:
+    step: int
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run ended on purpose: ``reason`` is "completed" or "stopped"."""
+
+    step: int
+    reason: str
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """The run cannot go on; ``message`` is for the user, ``detail`` (a traceback) for the log."""
+
+    message: str
+    detail: str = ""
+    step: int | None = None
+    checkpoint: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, step: int | None = None, checkpoint: str | None = None) -> RunFailed:
+        import traceback
+
+        detail = "".join(traceback.format_exception(exc))
+        return cls(message=user_message(exc), detail=detail, step=step, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True)
+class SamplingProgress:
+    """One sampler step of one batch; ``frame`` is the latest x0 prediction grid (uint8) or None."""
+
+    done: int
+    total: int
+    batch: int
+    batches: int
+    eta_seconds: float
+    frame: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SamplesReady:
+    """Generation finished: the images (N, H, W, C uint8) and the files written."""
+
+    images: np.ndarray
+    paths: tuple[str, ...]
+    grid_path: str | None
+    trajectory_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def user_message(exc: BaseException) -> str:
+    """A sentence for the user from an exception: known errors keep their text, others get a hint."""
+    import errno
+
+    name = type(exc).__name__
+    text = str(exc) or name
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return "Out of memory: try a smaller batch size or model preset. " + text.splitlines()[0]
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "Disk full: " + text
+    known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError"}
+    if name in known:
+        return text
+    return f"{name}: {text}"

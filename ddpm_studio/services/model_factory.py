@@ -1,0 +1,55 @@
+"""From settings to torch objects: the U-Net, the noise schedule, and a denoiser for samplers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from ddpm_studio.core.schedules import NoiseSchedule
+    from ddpm_studio.core.unet import UNetConfig
+    from ddpm_studio.services.config import RunConfig
+
+
+def unet_config(cfg: RunConfig) -> UNetConfig:
+    """The preset named in ``cfg.model`` at the data's size and channels, with any overrides."""
+    from ddpm_studio.core.unet import preset_config
+
+    m = cfg.model
+    overrides: dict[str, Any] = {
+        f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "preset" and getattr(m, f.name) is not None
+    }
+    return preset_config(m.preset, image_size=cfg.data.image_size, in_channels=cfg.data.channels, **overrides)
+
+
+def build_model(cfg: RunConfig, num_classes: int = 0) -> nn.Module:
+    from ddpm_studio.core.unet import UNet
+
+    ucfg = unet_config(cfg)
+    if num_classes:
+        ucfg = dataclasses.replace(ucfg, num_classes=num_classes)
+    return UNet(ucfg)
+
+
+def build_schedule(cfg: RunConfig) -> NoiseSchedule:
+    from ddpm_studio.core.schedules import NoiseSchedule
+
+    return NoiseSchedule.create(cfg.diffusion.schedule, cfg.diffusion.timesteps)
+
+
+def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None) -> Any:
+    """ε_θ as the plain function samplers take: inference mode, autocast, float32 out."""
+    import torch
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode(), autocast():
+            return model(x, t, labels).float() if labels is not None else model(x, t).float()
+
+    return denoise
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

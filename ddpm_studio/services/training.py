@@ -1,0 +1,389 @@
+"""The training session: a generator of events that the CLI and the GUI drive alike.
+
+``TrainingSession(cfg, ...).steps()`` sets up (data, model, optimizer, EMA), then yields a
+``TrainProgress`` per optimisation step and occasional previews and checkpoints. Pause,
+resume and stop arrive through a :class:`RunControl` from any thread and act between
+steps; stop (or closing the generator) writes a checkpoint first. A non-finite loss or
+gradient stops the run before the optimizer applies it, so the last checkpoint stays good.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ddpm_studio.core.device import DeviceChoice, choose_device
+from ddpm_studio.core.ema import EMA
+from ddpm_studio.core.objectives import bucket_losses, per_sample_loss, sample_timesteps
+from ddpm_studio.services import config as config_mod
+from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
+from ddpm_studio.services.control import RunControl
+from ddpm_studio.services.events import (
+    CheckpointFailed,
+    CheckpointSaved,
+    MetricsLogged,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    Status,
+    TrainProgress,
+)
+from ddpm_studio.services.metrics import MetricsLog
+from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
+from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.runs import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
+    """Run ``work(progress)`` in a helper thread, yielding a Status every ``interval`` seconds; return its result.
+
+    Lets a generator report progress of a long blocking call (decoding a big folder) to the GUI.
+    """
+    import threading
+
+    latest: list[tuple[int, int]] = [(0, 0)]
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work(lambda done, total: latest.__setitem__(0, (done, total)))
+        except BaseException as exc:  # re-raised in the generator's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="ddpm-load", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(interval)
+        if thread.is_alive():
+            yield Status(message, *latest[0])
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue; the message is for the user."""
+
+
+def lr_at(step: int, cfg: config_mod.OptimConfig) -> float:
+    """Linear warm-up to ``lr``, then constant or cosine decay to zero at ``total_steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.total_steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+class TrainingSession:
+    """One training run, new or resumed. Construct cheaply; all work happens in :meth:`steps`."""
+
+    def __init__(
+        self,
+        cfg: config_mod.RunConfig | None = None,
+        *,
+        runs_dir: str | Path | None = None,
+        run_name: str | None = None,
+        resume_from: str | Path | None = None,
+        control: RunControl | None = None,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        if cfg is None and resume_from is None:
+            raise ValueError("Give a config for a new run or a checkpoint to resume")
+        self.cfg = cfg
+        self.runs_dir, self.run_name = runs_dir, run_name
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.overrides = overrides or {}
+        self.control = control or RunControl()
+        self.run: RunFolder | None = None
+        self.step = 0
+        self._last_saved_step = -1
+        self._healthy = True
+
+    # ------------------------------------------------------------------ setup
+    def _load_resume(self) -> dict[str, Any]:
+        assert self.resume_from is not None
+        ckpt = load_checkpoint(self.resume_from)
+        saved = config_mod.from_dict(ckpt["config"], strict=False)
+        cfg = config_mod.from_dict(self.overrides, base=saved) if self.overrides else saved
+        for section in ("model", "diffusion"):
+            if getattr(cfg, section) != getattr(saved, section):
+                raise TrainingError(f"The [{section}] settings cannot change when resuming (the weights depend on them)")
+        if (cfg.data.image_size, cfg.data.channels) != (saved.data.image_size, saved.data.channels):
+            raise TrainingError("Image size and channels cannot change when resuming")
+        self.cfg = cfg
+        return ckpt
+
+    def _setup(self) -> Iterator[Any]:
+        ckpt = self._load_resume() if self.resume_from else None
+        cfg = config_mod.check(self.cfg)  # type: ignore[arg-type]
+        self.cfg = cfg
+        torch.manual_seed(cfg.optim.seed)
+        self.device: DeviceChoice = choose_device(cfg.optim.device, cfg.optim.mixed_precision)
+        dev = self.device.device
+
+        yield Status("Loading images")
+        from ddpm_studio.services.data_source import load_images
+
+        self.data = yield from run_with_progress(
+            "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
+        )
+
+        if self.resume_from:
+            self.run = RunFolder(self.resume_from.parent.parent) if self.resume_from.parent.name == "checkpoints" else RunFolder.create(self.runs_dir, self.run_name)
+        else:
+            self.run = RunFolder.create(self.runs_dir, self.run_name)
+        config_mod.save_config_file(cfg, self.run.config_path)
+
+        self.model = build_model(cfg).to(dev)
+        self.ema = EMA(self.model, cfg.optim.ema_decay)
+        self.schedule = build_schedule(cfg)
+        fused = dev.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                           foreach=not fused, fused=fused or None)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
+        self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
+        cursor = None
+        if ckpt is not None:
+            cursor = self._restore(ckpt)
+        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip, cursor=cursor)
+        self.metrics = MetricsLog(self.run.metrics_path)
+        if ckpt is not None:
+            self.metrics.truncate_after(self.step)
+        self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir)
+        self._tensorboard = _open_tensorboard(self.run.path) if cfg.schedule.tensorboard else None
+        self.run.write_status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
+        yield RunStarted(
+            run_dir=str(self.run.path), step=self.step, total_steps=cfg.optim.total_steps, device=str(dev),
+            device_reason=self.device.reason, parameters=parameter_count(self.model), dataset=self.data.description,
+            num_images=len(self.data), effective_batch=cfg.optim.batch_size * cfg.optim.grad_accum,
+            resumed_from=str(self.resume_from) if self.resume_from else None,
+        )
+
+    def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.ema.load_state_dict(ckpt["ema"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc
+        if "scaler" in ckpt and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self._last_saved_step = self.step
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "generator" in rng and rng.get("generator_device") == self.device.device.type:
+            self.generator.set_state(rng["generator"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return BatchCursor.from_state(ckpt.get("data", {"epoch": 0, "position": 0}))
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        cfg, dev = self.cfg, self.device.device
+        assert cfg is not None
+        lr = lr_at(self.step, cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        total = torch.zeros((), device=dev)
+        sums = counts = None
+        for _ in range(cfg.optim.grad_accum):
+            idx, flip = self.batches.next()
+            x0 = images_to_batch(self.data.images, idx, flip, dev)
+            t = sample_timesteps(x0.shape[0], self.schedule.num_timesteps, self.generator, dev)
+            noise = torch.randn(x0.shape, generator=self.generator, device=dev)
+            x_t = self.schedule.q_sample(x0, t, noise)
+            with self.device.autocast():
+                eps = self.model(x_t, t)
+            losses = per_sample_loss(eps, noise, cfg.diffusion.loss)
+            loss = losses.mean() / cfg.optim.grad_accum
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+            s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
+            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+        self.scaler.unscale_(self.optimizer)
+        if cfg.optim.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        else:
+            norm = torch.zeros((), device=dev)
+        if not self.scaler.is_enabled():
+            # One host sync: refuse to apply a non-finite loss or gradient, so weights stay good.
+            if not bool(torch.isfinite(total) & torch.isfinite(norm)):
+                raise TrainingError(
+                    f"The loss became {'NaN' if torch.isnan(total) else 'infinite'} at step {self.step + 1}: "
+                    "training stopped and the last checkpoint is kept. Resume from it with a lower learning rate."
+                )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step += 1
+        return total, sums, counts, lr  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_payload(self, recent_loss: float | None) -> dict[str, Any]:
+        assert self.cfg is not None
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
+                               "generator_device": self.device.device.type}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        payload = {
+            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+            "data": self.batches.cursor.state_dict(), "created": time.time(),
+            "metrics": {"loss": recent_loss}, "dataset": self.data.description,
+        }
+        if self.scaler.is_enabled():
+            payload["scaler"] = self.scaler.state_dict()
+        return payload
+
+    def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
+        """Write the current state; delete old ones only after the new one is safely on disk."""
+        assert self.run is not None and self.cfg is not None
+        path = self.run.checkpoint_path(self.step)
+        try:
+            save_checkpoint(path, self._checkpoint_payload(recent_loss))
+        except OSError as exc:
+            log.error("Checkpoint at step %d failed: %s", self.step, exc)
+            return CheckpointFailed(self.step, f"Could not save checkpoint at step {self.step}: {exc.strerror or exc}")
+        self._last_saved_step = self.step
+        deleted = self.run.apply_retention(self.cfg.schedule.keep_last, protect=path)
+        self.run.write_status(step=self.step, last_checkpoint=str(path))
+        return CheckpointSaved(self.step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))
+
+    # ------------------------------------------------------------------ the loop
+    def steps(self) -> Iterator[Any]:
+        """Yield events until the run completes, is stopped, or fails (then the exception propagates)."""
+        finished = False
+        try:
+            yield from self._setup()
+            yield from self._loop()
+            finished = True
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self._healthy = False
+            if self.run is not None:
+                self.run.write_status(state="failed", step=self.step)
+            raise
+        finally:
+            if not finished and self.run is not None and self._healthy is False:
+                pass  # never checkpoint a failed state: the last good checkpoint stays the newest
+            elif not finished and self.run is not None and self.step > self._last_saved_step and hasattr(self, "batches"):
+                # Closed from outside (GeneratorExit) without a stop request: still keep the work.
+                self.save_checkpoint()
+                self.run.write_status(state="stopped", step=self.step)
+            if hasattr(self, "metrics"):
+                self.metrics.close()
+            if getattr(self, "_tensorboard", None) is not None:
+                self._tensorboard.close()
+
+    def _loop(self) -> Iterator[Any]:
+        cfg = self.cfg
+        assert cfg is not None and self.run is not None
+        sc, total_steps = cfg.schedule, cfg.optim.total_steps
+        images_per_step = cfg.optim.batch_size * cfg.optim.grad_accum
+        start = time.perf_counter()
+        last_preview_t = last_ckpt_t = start
+        step_time = None
+        win_loss, win_n = 0.0, 0
+        bucket_sum = torch.zeros(4)
+        bucket_cnt = torch.zeros(4)
+        if self.step == 0 and sc.preview_every:
+            yield self.previewer.preview(self.ema.model, self.model, self.step)
+        while self.step < total_steps:
+            if self.control.paused and not self.control.stop_requested:
+                self.run.write_status(state="paused", step=self.step)
+                yield RunPaused(self.step)
+                self.control.wait_resumed()
+                self.run.write_status(state="running", step=self.step)
+                if not self.control.stop_requested:
+                    yield RunResumed(self.step)
+            if self.control.stop_requested:
+                break
+            t0 = time.perf_counter()
+            loss_t, sums, counts, lr = self._train_step()
+            loss = float(loss_t)
+            dt = time.perf_counter() - t0
+            step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+            win_loss, win_n = win_loss + loss, win_n + 1
+            bucket_sum += sums.cpu()
+            bucket_cnt += counts.cpu()
+            elapsed = time.perf_counter() - start
+            yield TrainProgress(self.step, total_steps, loss, lr, images_per_step / step_time,
+                                step_time * (total_steps - self.step), elapsed)
+
+            if self.step % sc.log_every == 0 or self.step == total_steps:
+                record = {"step": self.step, "loss": win_loss / win_n, "lr": lr, "images_per_sec": images_per_step / step_time,
+                          "elapsed": round(elapsed, 3), "time": time.time()}
+                for q in range(4):
+                    if bucket_cnt[q] > 0:
+                        record[f"loss_q{q}"] = float(bucket_sum[q] / bucket_cnt[q])
+                self._log(record)
+                yield MetricsLogged(record)
+                win_loss, win_n = 0.0, 0
+                bucket_sum.zero_()
+                bucket_cnt.zero_()
+
+            now = time.perf_counter()
+            if (sc.preview_every and self.step % sc.preview_every == 0) or (
+                sc.preview_minutes and now - last_preview_t >= sc.preview_minutes * 60
+            ):
+                preview = self.previewer.preview(self.ema.model, self.model, self.step)
+                last_preview_t = time.perf_counter()
+                if preview.val_loss is not None:
+                    record = {"step": self.step, "val_loss": preview.val_loss, "time": time.time()}
+                    self._log(record)
+                    yield MetricsLogged(record)
+                if self._tensorboard is not None:
+                    self._tensorboard.add_image("preview", preview.image, self.step, dataformats="HWC")
+                yield preview
+            if (sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
+                sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60
+            ):
+                yield self.save_checkpoint(loss)
+                last_ckpt_t = time.perf_counter()
+
+        checkpoint = None
+        if self.step > self._last_saved_step:
+            event = self.save_checkpoint()
+            yield event
+            checkpoint = event.path if isinstance(event, CheckpointSaved) else None
+        else:
+            latest = self.run.latest_checkpoint()
+            checkpoint = str(latest.path) if latest else None
+        reason = "completed" if self.step >= total_steps else "stopped"
+        self.run.write_status(state=reason, step=self.step)
+        yield RunFinished(self.step, reason, checkpoint)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.metrics.append(record)
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("step", "time") and isinstance(value, float):
+                    self._tensorboard.add_scalar(key, value, record["step"])
+
+
+def _open_tensorboard(run_path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("TensorBoard logging was asked for but the tensorboard package is not installed; "
+                    "the metrics log (metrics.jsonl) is still written. Install it with: pip install tensorboard")
+        return None
+    return SummaryWriter(str(run_path / "tensorboard"))
