@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="Train a model (Ctrl-C saves a checkpoint and exits)")
     train.add_argument("--config", type=Path, help="TOML (or JSON) config file; flags override it")
-    train.add_argument("--resume", type=Path, metavar="RUN_OR_CHECKPOINT", help="Continue a run from its newest (or this) checkpoint")
+    train.add_argument("--resume", type=Path, metavar="RUN_OR_CHECKPOINT",
+                       help="Continue a run from its newest (or this) checkpoint")
     train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
     train.add_argument("--name", help="Name of the new run folder")
     add_config_flags(train, config_mod.SECTION_TYPES)
@@ -163,8 +164,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), overrides_from(args).get("sample", {}), name="sample")
     out = args.out or (ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path.cwd() / "samples")
-    out = out / f"{ckpt.stem}-{sample_cfg.sampler}{'' if sample_cfg.sampler == 'ddpm' else sample_cfg.steps}-seed{sample_cfg.sample_seed}"
-    session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision, save_trajectory=args.trajectory)
+    steps = "" if sample_cfg.sampler == "ddpm" else sample_cfg.steps
+    out = out / f"{ckpt.stem}-{sample_cfg.sampler}{steps}-seed{sample_cfg.sample_seed}"
+    session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision,
+                              save_trajectory=args.trajectory)
     printer = EventPrinter()
     _run_with_ctrl_c(session, printer)
     return 0 if printer.outcome == "samples" else 1
@@ -188,7 +191,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         status = run.read_status()
         state = "interrupted" if run.is_interrupted() else status.get("state", "?")
         latest = run.latest_checkpoint()
-        print(f"  {run.name:32s} {state:11s} step {status.get('step', 0):>8}  {'last checkpoint ' + latest.path.name if latest else 'no checkpoint'}")
+        newest = f"last checkpoint {latest.path.name}" if latest else "no checkpoint"
+        print(f"  {run.name:32s} {state:11s} step {status.get('step', 0):>8}  {newest}")
     if not runs:
         print("  (none yet)")
     return 0

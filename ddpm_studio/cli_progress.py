@@ -13,7 +13,7 @@ def format_duration(seconds: float) -> str:
     """1:02:03 / 4:05 style, '--:--' when unknown."""
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
         return "--:--"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -65,7 +65,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
     except RuntimeError as exc:  # torch wraps write failures of its zip writer
         if "No space left" in str(exc) or "file write failed" in str(exc):
-            raise OSError(errno.ENOSPC, f"Could not write checkpoint {path} (disk full?); earlier checkpoints are intact") from exc
+            message = f"Could not write checkpoint {path} (disk full?); earlier checkpoints are intact"
+            raise OSError(errno.ENOSPC, message) from exc
         raise
 
 

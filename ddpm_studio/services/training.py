@@ -141,8 +141,8 @@ class TrainingSession:
             "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
         )
 
-        if self.resume_from:
-            self.run = RunFolder(self.resume_from.parent.parent) if self.resume_from.parent.name == "checkpoints" else RunFolder.create(self.runs_dir, self.run_name)
+        if self.resume_from and self.resume_from.parent.name == "checkpoints":
+            self.run = RunFolder(self.resume_from.parent.parent)  # continue in the run's own folder
         else:
             self.run = RunFolder.create(self.runs_dir, self.run_name)
         config_mod.save_config_file(cfg, self.run.config_path)
@@ -221,13 +221,13 @@ class TrainingSession:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         else:
             norm = torch.zeros((), device=dev)
-        if not self.scaler.is_enabled():
-            # One host sync: refuse to apply a non-finite loss or gradient, so weights stay good.
-            if not bool(torch.isfinite(total) & torch.isfinite(norm)):
-                raise TrainingError(
-                    f"The loss became {'NaN' if torch.isnan(total) else 'infinite'} at step {self.step + 1}: "
-                    "training stopped and the last checkpoint is kept. Resume from it with a lower learning rate."
-                )
+        # One host sync: refuse to apply a non-finite loss or gradient, so the weights stay good.
+        # (With fp16 loss scaling, the scaler skips overflowing steps itself.)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
+            raise TrainingError(
+                f"The loss became {'NaN' if torch.isnan(total) else 'infinite'} at step {self.step + 1}: "
+                "training stopped and the last checkpoint is kept. Resume from it with a lower learning rate."
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

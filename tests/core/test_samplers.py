@@ -34,7 +34,7 @@ def test_ddim_eta1_all_steps_equals_ddpm_beta_tilde():
     a = list(ddpm_steps(den, SCHED, x_T, generator=torch.Generator().manual_seed(9), variance="beta_tilde"))
     b = list(ddim_steps(den, SCHED, x_T, num_steps=100, eta=1.0, generator=torch.Generator().manual_seed(9)))
     assert [s.t for s in a] == [s.t for s in b] == list(range(99, -1, -1))
-    for sa, sb in zip(a, b):
+    for sa, sb in zip(a, b, strict=True):
         torch.testing.assert_close(sa.x_t, sb.x_t, rtol=1e-4, atol=1e-4)
 
 

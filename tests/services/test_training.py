@@ -1,0 +1,162 @@
+import json
+
+import pytest
+import torch
+from ddpm_studio.core.demo_data import generate_demo_images
+
+from ddpm_studio.core.checkpoint import load_checkpoint
+from ddpm_studio.core.objectives import per_sample_loss
+from ddpm_studio.core.schedules import NoiseSchedule
+from ddpm_studio.core.unet import UNet, preset_config
+from ddpm_studio.services import events as ev
+from ddpm_studio.services.control import RunControl, drive
+from ddpm_studio.services.runs import RunFolder
+from ddpm_studio.services.training import TrainingError, TrainingSession
+
+
+def collect(session, on_event=None):
+    events = []
+
+    def sink(e):
+        events.append(e)
+        if on_event:
+            on_event(e)
+
+    drive(session.steps(), sink)
+    return events
+
+
+def test_tiny_model_loss_falls_on_fixed_batch():
+    torch.manual_seed(0)
+    images, _ = generate_demo_images(16, image_size=16, seed=0)
+    x0 = images.float() / 127.5 - 1
+    model = UNet(preset_config("tiny", image_size=16, in_channels=3))
+    sched = NoiseSchedule.create("linear", 100)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(1)
+    t_eval = torch.linspace(0, 99, 16).long()
+    n_eval = torch.randn(x0.shape, generator=g)
+
+    def eval_loss():
+        with torch.no_grad():
+            model.eval()
+            return per_sample_loss(model(sched.q_sample(x0, t_eval, n_eval), t_eval), n_eval).mean().item()
+
+    start = eval_loss()
+    model.train()
+    for _ in range(150):
+        t = torch.randint(0, 100, (16,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        loss = per_sample_loss(model(sched.q_sample(x0, t, noise), t), noise).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    end = eval_loss()
+    assert start == pytest.approx(1.0, abs=0.1)  # zero-initialised output predicts ε = 0
+    assert end < 0.4 * start, (start, end)
+
+
+def test_events_checkpoints_and_metrics(tmp_path, tiny_cfg):
+    cfg = tiny_cfg(schedule={"preview_every": 5, "checkpoint_every": 4, "keep_last": 2})
+    events = collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="r"))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "Status" and "RunStarted" in kinds and kinds[-1] == "RunFinished"
+    progress = [e for e in events if isinstance(e, ev.TrainProgress)]
+    assert [p.step for p in progress] == list(range(1, 11))
+    assert all(p.images_per_sec > 0 and p.eta_seconds >= 0 for p in progress)
+    previews = [e for e in events if isinstance(e, ev.PreviewReady)]
+    assert [p.step for p in previews] == [0, 5, 10]
+    assert previews[0].x_t.shape == (5, 4, 16, 16, 3) and previews[0].x_t.dtype.name == "uint8"
+    assert previews[-1].val_loss is not None
+    run = RunFolder(tmp_path / "r")
+    # Retention: saves at 4, 8 and the final 10; only the newest two remain.
+    assert [c.step for c in run.checkpoints()] == [8, 10]
+    assert events[-1].reason == "completed" and events[-1].checkpoint.endswith("step_00000010.pt")
+    records = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8, 10]
+    assert {"loss_q0", "loss_q3"} <= set(records[0]) or {"loss_q1", "loss_q2"} <= set(records[0])
+    assert any("val_loss" in r for r in records)
+    assert run.read_status()["state"] == "completed"
+    assert (run.previews_dir / "step_00000005.png").exists() and run.config_path.exists()
+
+
+def test_resume_is_exact(tmp_path, tiny_cfg):
+    n = 5
+    cfg = tiny_cfg(optim={"total_steps": 2 * n, "lr_schedule": "cosine"})
+    collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="straight"))
+    straight = load_checkpoint(RunFolder(tmp_path / "straight").latest_checkpoint().path)
+
+    control = RunControl()
+    first = collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="split", control=control),
+                    on_event=lambda e: control.stop() if isinstance(e, ev.TrainProgress) and e.step == n else None)
+    assert first[-1].reason == "stopped" and first[-1].step == n
+    mid = RunFolder(tmp_path / "split").latest_checkpoint()
+    assert mid.step == n
+    second = collect(TrainingSession(resume_from=mid.path))
+    assert second[-1].reason == "completed"
+    resumed = load_checkpoint(RunFolder(tmp_path / "split").latest_checkpoint().path)
+    assert resumed["step"] == straight["step"] == 2 * n
+    for key in straight["model"]:
+        assert torch.equal(straight["model"][key], resumed["model"][key]), key
+    for key in straight["ema"]["model"]:
+        assert torch.equal(straight["ema"]["model"][key], resumed["ema"]["model"][key]), key
+
+
+def test_pause_blocks_until_resume(tmp_path, tiny_cfg):
+    import threading
+    import time
+
+    control = RunControl()
+    session = TrainingSession(tiny_cfg(optim={"total_steps": 6}), runs_dir=tmp_path, control=control)
+    steps = []
+
+    def on_event(e):
+        if isinstance(e, ev.TrainProgress):
+            steps.append(e.step)
+            if e.step == 2:
+                control.pause()
+
+    th = threading.Thread(target=collect, args=(session, on_event))
+    th.start()
+    deadline = time.time() + 30
+    while not (control.paused and steps == [1, 2]) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert steps == [1, 2]  # paused: no progress
+    control.resume()
+    th.join(30)
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
+    from ddpm_studio.services import training
+
+    calls = {"n": 0}
+    real = training.per_sample_loss
+
+    def poisoned(eps, noise, loss_type="mse"):
+        calls["n"] += 1
+        out = real(eps, noise, loss_type)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(training, "per_sample_loss", poisoned)
+    cfg = tiny_cfg(schedule={"checkpoint_every": 2})
+    with pytest.raises(TrainingError, match="NaN at step 5"):
+        collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="nan"))
+    run = RunFolder(tmp_path / "nan")
+    assert [c.step for c in run.checkpoints()] == [2, 4]
+    good = load_checkpoint(run.latest_checkpoint().path)
+    assert all(torch.isfinite(v).all() for v in good["model"].values())
+    assert run.read_status()["state"] == "failed"
+    # The user can go on from the last good checkpoint with a lower learning rate.
+    monkeypatch.setattr(training, "per_sample_loss", real)
+    events = collect(TrainingSession(resume_from=run.latest_checkpoint().path, overrides={"optim": {"lr": 1e-4}}))
+    assert events[-1].reason == "completed"
+
+
+def test_resume_refuses_model_changes(tmp_path, tiny_cfg):
+    cfg = tiny_cfg(optim={"total_steps": 2})
+    collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="a"))
+    ckpt = RunFolder(tmp_path / "a").latest_checkpoint().path
+    with pytest.raises(TrainingError, match=r"\[model\] settings cannot change"):
+        collect(TrainingSession(resume_from=ckpt, overrides={"model": {"base_channels": 64}}))
