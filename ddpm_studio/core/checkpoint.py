@@ -8,15 +8,14 @@ folder is fsynced: a crash at any moment leaves either the old file or the new o
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ddpm_studio.core.atomic import atomic_write
 
 FORMAT_NAME = "ddpm-studio"
 FORMAT_VERSION = 1
@@ -24,34 +23,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used, with a message meant for the user."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Directory fsync makes the rename itself durable; not supported on Windows.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.images import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
@@ -37,19 +37,6 @@ from ddpm_studio.core.images import (
 )
 
 logger = logging.getLogger(__name__)
-
-__all__ = [
-    "CIFAR_PICKLE_WARNING",
-    "DatasetError",
-    "FolderScan",
-    "ImageSet",
-    "SkippedFile",
-    "default_cache_dir",
-    "display_path",
-    "load_image_folder",
-    "load_standard_dataset",
-    "scan_image_folder",
-]
 
 #: Bump when the decoding rules change so old caches are not reused.
 CACHE_FORMAT_VERSION = 1
@@ -130,13 +117,9 @@ def _check_root(root: str) -> None:
         raise DatasetError(f"Cannot open {display_path(root)}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise DatasetError(f"{display_path(root)} is not a folder")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise DatasetError(f"Cannot open {display_path(root)}: permission denied")
 
 
-def scan_image_folder(
-    root: str | os.PathLike[str], *, max_files: int | None = None, follow_symlinks: bool = True
-) -> FolderScan:
+def scan_image_folder(root: str | os.PathLike[str], *, max_files: int | None = None, follow_symlinks: bool = True) -> FolderScan:
     """Find image files under ``root`` recursively, in sorted (deterministic) order.
 
     Hidden names (leading '.') are ignored; other non-image entries are listed in ``skipped``.
@@ -155,6 +138,8 @@ def scan_image_folder(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except PermissionError:
+            if folder == top:
+                raise DatasetError(f"Cannot open {display_path(top)}: permission denied") from None
             skipped.append(SkippedFile(folder, "permission denied (folder)"))
             continue
         except OSError as exc:
@@ -232,75 +217,60 @@ def _no_images_message(scan: FolderScan) -> str:
     )
 
 
-def _cache_key(scan: FolderScan, image_size: int, channels: int) -> str:
-    """Hash of everything that decides the decoded array; any change means a fresh decode."""
+def _cache_names(scan: FolderScan, image_size: int, channels: int) -> tuple[str, str]:
+    """(source id, content key): the source names the folder + settings, the key also its files.
+
+    Any added, removed, resized or touched file changes the key; entries of the same source
+    with an older key are stale and deleted when a new one is written.
+    """
+    source = json.dumps([CACHE_FORMAT_VERSION, os.path.realpath(scan.root), image_size, channels])
     entries = []
     for path in scan.files:
         try:
             st = os.stat(path)
-            entries.append([display_path(os.path.relpath(path, scan.root)), st.st_size, st.st_mtime_ns])
+            entries.append([os.path.relpath(path, scan.root), st.st_size, st.st_mtime_ns])
         except OSError:
-            entries.append([display_path(os.path.relpath(path, scan.root)), -1, -1])
-    blob = json.dumps(
-        {
-            "version": CACHE_FORMAT_VERSION,
-            "root": display_path(os.path.realpath(scan.root)),
-            "image_size": image_size,
-            "channels": channels,
-            "files": entries,
-        },
-        sort_keys=True,
+            entries.append([os.path.relpath(path, scan.root), -1, -1])
+    # json.dumps escapes lone surrogates (non-UTF-8 names), so encoding cannot fail.
+    content = json.dumps([source, entries])
+    return (
+        hashlib.sha256(source.encode("utf-8")).hexdigest()[:16],
+        hashlib.sha256(content.encode("utf-8")).hexdigest()[:32],
     )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:40]
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_cache(
-    cache_dir: Path, key: str, n_files: int, shape: tuple[int, int, int]
-) -> tuple[np.ndarray, list[int | str]] | None:
-    """(images, per-file status) from the cache, or None when absent or unusable."""
-    meta_path, npy_path = cache_dir / f"{key}.json", cache_dir / f"{key}.npy"
+def _read_cache(stem: Path, n_files: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[int | str]] | None:
+    """(images, per-file status) from ``stem.npy`` / ``stem.json``, or None when absent or unusable."""
+    meta_path, npy_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
     if not meta_path.is_file() or not npy_path.is_file():
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        status = meta["status"]
+        status = json.loads(meta_path.read_text(encoding="utf-8"))["status"]
+        rows = [s for s in status if not isinstance(s, str)]
+        if len(status) != n_files or rows != list(range(len(rows))):
+            raise ValueError("metadata does not match the folder")
         arr = np.load(npy_path, allow_pickle=False)
-        n_kept = sum(1 for s in status if isinstance(s, int))
-        if meta.get("version") != CACHE_FORMAT_VERSION or len(status) != n_files:
-            raise ValueError("cache metadata does not match the folder")
-        if arr.dtype != np.uint8 or arr.shape != (n_kept, *shape):
-            raise ValueError(f"cached array has shape {arr.shape} {arr.dtype}")
+        if arr.dtype != np.uint8 or arr.shape != (len(rows), *shape):
+            raise ValueError(f"array is {arr.dtype} {arr.shape}")
         return arr, status
     except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         logger.info("Ignoring unusable dataset cache %s (%s); decoding again", display_path(npy_path), exc)
         return None
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with path.open("wb") as f:
-        np.save(f, arr, allow_pickle=False)
-
-
-def _write_cache(cache_dir: Path, key: str, arr: np.ndarray, status: list[int | str]) -> None:
+def _write_cache(stem: Path, arr: np.ndarray, status: list[int | str]) -> None:
     """Best effort: a read-only or full cache folder only costs speed next time."""
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache_dir / f"{key}.npy", lambda p: _save_npy(p, arr))
-        meta = json.dumps({"version": CACHE_FORMAT_VERSION, "status": status})
-        _atomic_write(cache_dir / f"{key}.json", lambda p: p.write_text(meta, encoding="utf-8"))
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(stem.with_suffix(".npy"), lambda f: np.save(f, arr, allow_pickle=False))
+        meta = json.dumps({"status": status}).encode("utf-8")
+        atomic_write(stem.with_suffix(".json"), lambda f: f.write(meta))  # written last: marks the entry complete
+        source = stem.name.split("-")[0]
+        for old in stem.parent.glob(f"{source}-*"):
+            if old.stem != stem.name:
+                old.unlink(missing_ok=True)
     except OSError as exc:
-        logger.warning("Could not write the dataset cache in %s: %s", display_path(cache_dir), exc.strerror or exc)
+        logger.warning("Could not write the dataset cache in %s: %s", display_path(stem.parent), exc.strerror or exc)
 
 
 def _decode_all(
@@ -398,11 +368,10 @@ def load_image_folder(
         raise DatasetError(_no_images_message(scan))
     _check_memory(len(scan.files), image_size, channels)
 
-    cached = None
-    key = ""
+    cached, stem = None, None
     if cache_dir is not None:
-        key = _cache_key(scan, image_size, channels)
-        cached = _read_cache(Path(cache_dir), key, len(scan.files), (channels, image_size, image_size))
+        stem = Path(cache_dir).joinpath("-".join(_cache_names(scan, image_size, channels)))
+        cached = _read_cache(stem, len(scan.files), (channels, image_size, image_size))
     if cached is not None:
         arr, status = cached
         logger.info("Loaded %d decoded images of %s from the cache", arr.shape[0], display_path(scan.root))
@@ -412,8 +381,8 @@ def load_image_folder(
         started = time.monotonic()
         arr, status = _decode_all(scan.files, image_size, channels, progress, cancel)
         logger.info("Decoded %d files of %s in %.1f s", len(scan.files), display_path(scan.root), time.monotonic() - started)
-        if cache_dir is not None and arr.shape[0] > 0:
-            _write_cache(Path(cache_dir), key, arr, status)
+        if stem is not None and arr.shape[0] > 0:
+            _write_cache(stem, arr, status)
 
     bad = [SkippedFile(path, s) for path, s in zip(scan.files, status, strict=True) if isinstance(s, str)]
     ignored = 0
@@ -454,100 +423,6 @@ def load_image_folder(
 # Standard datasets (torchvision on-disk formats, never downloaded)
 
 #: Shown by the GUI before loading CIFAR-10.
-CIFAR_PICKLE_WARNING = (
-    "CIFAR-10 batches are Python pickle files, and loading a pickle can run arbitrary code. "
-    "Only use files extracted from the official cifar-10-python.tar.gz; torchvision checks their "
-    "MD5 checksums against the official release before unpickling them."
-)
-
-_KIND_ALIASES = {
-    "mnist": "mnist",
-    "fashion_mnist": "fashion_mnist",
-    "fashionmnist": "fashion_mnist",
-    "cifar10": "cifar10",
-    "cifar_10": "cifar10",
-}
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta")
 
 
-def _mnist_root(root: Path, folder: str) -> Path:
-    """Accept the parent of ``<folder>/raw`` (torchvision's layout) or that folder itself."""
-    for candidate in (root, root.parent, root.parent.parent):
-        if (candidate / folder / "raw").is_dir():
-            return candidate
-    return root
-
-
-def _resize_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of a uint8 batch, in chunks to bound the float copy."""
-    chunks = []
-    for start in range(0, images.shape[0], 4096):
-        x = images[start : start + 4096].to(torch.float32)
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
-        chunks.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(chunks).contiguous()
-
-
-def load_standard_dataset(
-    kind: str, root: str | os.PathLike[str], image_size: int | None = None, *, train: bool = True
-) -> ImageSet:
-    """MNIST / Fashion-MNIST (1 channel, padded 28 -> 32 with 0) or CIFAR-10 (RGB 32x32) from disk.
-
-    Files are read through ``torchvision.datasets`` with ``download=False``. CIFAR-10 batches are
-    Python pickles (see :data:`CIFAR_PICKLE_WARNING`). ``image_size`` other than 32 resizes.
-    """
-    name = _KIND_ALIASES.get(kind.lower().replace("-", "_"))
-    if name is None:
-        raise DatasetError(f"Unknown dataset {kind!r}; choose one of mnist, fashion_mnist, cifar10")
-    if root is None or not os.fspath(root):
-        raise DatasetError("Choose the folder that holds the dataset files")
-    base = Path(os.fspath(root)).expanduser()
-    split = "training" if train else "test"
-    import torchvision
-
-    try:
-        if name == "cifar10":
-            label = "CIFAR-10"
-            if base.name == "cifar-10-batches-py":
-                base = base.parent
-            try:
-                ds = torchvision.datasets.CIFAR10(str(base), train=train, download=False)
-            except RuntimeError:
-                raise DatasetError(
-                    f"CIFAR-10 files not found in {display_path(base)}: torchvision expects the folder "
-                    f"{display_path(base / 'cifar-10-batches-py')} with {', '.join(_CIFAR_FILES)} "
-                    "(extract cifar-10-python.tar.gz there; the files must match the official MD5 checksums)"
-                ) from None
-            images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-            labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-        else:
-            label = "MNIST" if name == "mnist" else "Fashion-MNIST"
-            cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-            folder = cls.__name__
-            base = _mnist_root(base, folder)
-            try:
-                ds = cls(str(base), train=train, download=False)
-            except RuntimeError:
-                raise DatasetError(
-                    f"{label} files not found in {display_path(base)}: torchvision expects "
-                    f"{', '.join(_MNIST_FILES)} in {display_path(base / folder / 'raw')} "
-                    "(uncompressed: gunzip the .gz downloads)"
-                ) from None
-            # Pad 28x28 to 32x32 with the background value 0 (-1 after scaling), like the DDPM seeds.
-            images = torch.nn.functional.pad(ds.data.to(torch.uint8), (2, 2, 2, 2), value=0).unsqueeze(1).contiguous()
-            labels = ds.targets.to(torch.int64)
-        class_names = tuple(str(c) for c in ds.classes)
-    except DatasetError:
-        raise
-    except Exception as exc:  # torchvision's readers assert / raise on malformed files
-        raise DatasetError(f"Could not read the {kind} files in {display_path(base)}: {type(exc).__name__}: {exc}") from exc
-
-    if image_size is not None and image_size != images.shape[-1]:
-        images = _resize_batch(images, image_size)
-    size, channels = images.shape[-1], images.shape[1]
-    description = (
-        f"{images.shape[0]:,} {label} {split} images from {display_path(base)}, "
-        f"{size}x{size} {'RGB' if channels == 3 else 'grayscale'}, {len(class_names)} classes"
-    )
-    return ImageSet(images=images, labels=labels, class_names=class_names, skipped=(), description=description)
+# Re-exported so callers keep one import for every image source.

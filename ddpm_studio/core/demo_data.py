@@ -13,7 +13,8 @@ their rules are strict enough for an automatic quality check of generated sample
 * the box lies fully inside the image with a white margin of at least ``image_size / 16``
   (at least 1 pixel), so the border rows/columns and the corners are always white;
 * edges are anti-aliased by 4x4 supersampling (pixels there are a blend of shape colour and white);
-* label = index of the shape in :data:`DEMO_SHAPES`; everything is a pure function of ``seed``.
+* label = index of the shape in :data:`DEMO_SHAPES`; everything is a pure function of ``seed``
+  (and image i does not depend on ``n``).
 """
 
 from __future__ import annotations
@@ -75,13 +76,14 @@ def generate_demo_images(n: int = 4096, image_size: int = 32, seed: int = 0) -> 
     """(uint8 images (n, 3, S, S), int64 labels (n,)) following the module docstring's rules."""
     if n < 0 or image_size < 8:
         raise ValueError(f"need n >= 0 and image_size >= 8 (got n={n}, image_size={image_size})")
-    rng = np.random.default_rng(seed)
-    shapes = rng.integers(0, len(DEMO_SHAPES), size=n)
-    colors = rng.integers(0, len(DEMO_COLORS), size=n)
-    side = rng.uniform(MIN_FRACTION, MAX_FRACTION, size=n) * image_size
+    # One row of uniforms per image, so the first k images do not depend on n.
+    u = np.random.default_rng(seed).random((n, 5))
+    shapes = np.minimum((u[:, 0] * len(DEMO_SHAPES)).astype(np.int64), len(DEMO_SHAPES) - 1)
+    colors = np.minimum((u[:, 1] * len(DEMO_COLORS)).astype(np.int64), len(DEMO_COLORS) - 1)
+    side = (MIN_FRACTION + u[:, 2] * (MAX_FRACTION - MIN_FRACTION)) * image_size
     room = image_size - 2 * _margin(image_size) - side
-    x0 = _margin(image_size) + rng.uniform(0.0, 1.0, size=n) * room
-    y0 = _margin(image_size) + rng.uniform(0.0, 1.0, size=n) * room
+    x0 = _margin(image_size) + u[:, 3] * room
+    y0 = _margin(image_size) + u[:, 4] * room
 
     palette = np.array(list(DEMO_COLORS.values()), dtype=np.float32)  # (K, 3)
     out = np.empty((n, 3, image_size, image_size), dtype=np.uint8)
@@ -147,4 +149,3 @@ def write_demo_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return n
-

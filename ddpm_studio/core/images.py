@@ -10,7 +10,7 @@ Rules, in order:
 
 1. Only regular, non-empty files are opened (``stat`` first, then ``fstat`` on the
    descriptor opened with ``O_NONBLOCK``, so a FIFO swapped in meanwhile cannot block).
-2. Images over :data:`MAX_PIXELS` (or Pillow's own hard limit) are refused from the header
+2. Images over :data:`MAX_PIXELS` (or a stricter Pillow limit) are refused from the header
    alone, before any pixel is decoded.
 3. Only the first frame of animated GIF / WebP / TIFF is used.
 4. JPEGs are decoded at a reduced DCT scale (``Image.draft``) when much larger than needed.
@@ -39,14 +39,14 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-#: Largest image (width * height) we agree to decode. Pillow's warning threshold (~89 MP)
-#: would refuse ordinary 100 MP camera/panorama files, so we apply our own explicit limit
-#: to the header size instead; Pillow's hard DecompressionBombError still applies.
+#: Largest image (width * height) we agree to decode. Pillow's default warning threshold (~89 MP)
+#: would refuse ordinary 100 MP camera/panorama files, so this explicit limit replaces it; a
+#: stricter ``PIL.Image.MAX_IMAGE_PIXELS`` set by the application is honoured (its warning
+#: counts as an error), and Pillow's hard DecompressionBombError always applies.
 MAX_PIXELS: int = 200_000_000
+_PILLOW_DEFAULT_LIMIT = 1024 * 1024 * 1024 // 4 // 3
 
 # Pillow reports "decompression bomb" sizes through the global warnings machinery; changing
 # warning filters is process-wide and not thread-safe, so opens are serialised (headers only).
@@ -102,12 +102,12 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:,.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:,.1f}"
 
 
-def _sniff_format(path: str) -> str | None:
+def _sniff_format(fp: io.BufferedReader) -> str | None:
     """Format named by the file's magic bytes, to tell 'corrupt PNG' from 'not an image'."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
+        fp.seek(0)
+        head = fp.read(16)
+    except (OSError, ValueError):
         return None
     for magic, name in _SIGNATURES:
         if head.startswith(magic):
@@ -144,6 +144,14 @@ def _open_regular(path: str) -> io.BufferedReader:
     return os.fdopen(fd, "rb")
 
 
+def _pixel_limit() -> int:
+    """MAX_PIXELS, or Pillow's own limit where the application made it stricter than Pillow's default."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    if pillow is not None and pillow < _PILLOW_DEFAULT_LIMIT:
+        return min(MAX_PIXELS, int(pillow))
+    return MAX_PIXELS
+
+
 def _open_image(fp: io.BufferedReader) -> Image.Image:
     """Parse the header and refuse oversized images before any pixel is decoded."""
     with _OPEN_LOCK, warnings.catch_warnings():
@@ -151,7 +159,7 @@ def _open_image(fp: io.BufferedReader) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(fp)
     width, height = im.size
-    if width * height > MAX_PIXELS:
+    if width * height > _pixel_limit():
         raise ImageDecodeError(f"image too large ({_megapixels(width * height)} megapixels)")
     if width < 1 or height < 1:
         raise ImageDecodeError("image has zero width or height")
@@ -237,15 +245,15 @@ def _decode(im: Image.Image, image_size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _reason(exc: BaseException, path: str) -> str:
-    """A short human-readable reason for an exception raised while decoding ``path``."""
+def _reason(exc: BaseException, fp: io.BufferedReader) -> str:
+    """A short human-readable reason for an exception raised while decoding the file ``fp``."""
     if isinstance(exc, Image.DecompressionBombError):
         match = re.search(r"\((\d+) pixels\)", str(exc))
         if match:
             return f"image too large ({_megapixels(int(match.group(1)))} megapixels)"
         return "image too large"
     if isinstance(exc, UnidentifiedImageError):
-        fmt = _sniff_format(path)
+        fmt = _sniff_format(fp)
         return f"truncated or corrupt {fmt} file" if fmt else "not an image"
     if isinstance(exc, PermissionError):
         return "permission denied"
@@ -255,9 +263,8 @@ def _reason(exc: BaseException, path: str) -> str:
     lowered = text.lower()
     if isinstance(exc, EOFError) or "truncated" in lowered or "broken data stream" in lowered:
         return "truncated file"
-    return f"corrupt or unsupported image ({type(exc).__name__}: {text})" if text else (
-        f"corrupt or unsupported image ({type(exc).__name__})"
-    )
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"corrupt or unsupported image ({detail})"
 
 
 def load_image(path: str | os.PathLike[str], image_size: int, channels: int) -> np.ndarray:
@@ -280,4 +287,4 @@ def load_image(path: str | os.PathLike[str], image_size: int, channels: int) -> 
         except ImageDecodeError:
             raise
         except Exception as exc:  # Pillow plugins raise anything on malformed data
-            raise ImageDecodeError(_reason(exc, p)) from exc
+            raise ImageDecodeError(_reason(exc, fp)) from exc

@@ -17,6 +17,7 @@ from typing import Any
 
 import tomllib
 
+from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.choices import (
     BETA_SCHEDULE_NAMES,
     DEVICE_CHOICES,
@@ -362,6 +363,4 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
 
 def save_config_file(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as TOML atomically."""
-    from ddpm_studio.core.checkpoint import atomic_write
-
     atomic_write(path, lambda fh: fh.write(to_toml(cfg).encode("utf-8")))

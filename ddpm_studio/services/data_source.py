@@ -18,6 +18,7 @@ def load_images(
     """An in-memory :class:`ImageSet` at the configured size and channels; raises DatasetError."""
     from ddpm_studio.core import datasets
     from ddpm_studio.core.demo_data import demo_image_set
+    from ddpm_studio.core.standard_datasets import load_standard_dataset
 
     if data.source == "demo":
         return demo_image_set(image_size=data.image_size, channels=data.channels)
@@ -30,7 +31,7 @@ def load_images(
             progress=progress,
             cancel=cancel,
         )
-    images = datasets.load_standard_dataset(data.source, data.data_path, data.image_size)
+    images = load_standard_dataset(data.source, data.data_path, data.image_size)
     if images.images.shape[1] != data.channels:
         raise datasets.DatasetError(
             f"{data.source} images have {images.images.shape[1]} channel(s); set Channels to {images.images.shape[1]}"

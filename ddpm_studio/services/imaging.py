@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ddpm_studio.core.atomic import atomic_write
+
 
 def to_uint8(x: object) -> np.ndarray:
     """A (N, C, H, W) tensor in [-1, 1] → (N, H, W, C) uint8 numpy (grayscale keeps C = 1)."""
@@ -39,8 +41,6 @@ def to_pil(image: np.ndarray) -> Image.Image:
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write one (H, W, C) uint8 image as PNG atomically."""
-    from ddpm_studio.core.checkpoint import atomic_write
-
     path = Path(path)
     atomic_write(path, lambda fh: to_pil(image).save(fh, format="PNG"))
     return path
@@ -48,8 +48,6 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
 
 def save_gif(frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 80, hold_last_ms: int = 1200) -> Path:
     """An animated GIF of (H, W, C) frames that rests on the last frame."""
-    from ddpm_studio.core.checkpoint import atomic_write
-
     pil = [to_pil(f).convert("RGB") for f in frames]
     durations = [duration_ms] * (len(pil) - 1) + [hold_last_ms]
     path = Path(path)

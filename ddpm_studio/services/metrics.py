@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ddpm_studio.core.atomic import atomic_write
+
 
 class MetricsLog:
     """Append-only JSONL writer; a torn last line (crash mid-write) is skipped on reading."""
@@ -32,8 +34,6 @@ class MetricsLog:
         """Drop records past ``step`` (used on resume, so a re-trained stretch is not logged twice)."""
         records = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         if self.path.exists():
-            from ddpm_studio.core.checkpoint import atomic_write
-
             text = "".join(json.dumps(r) + "\n" for r in records)
             atomic_write(self.path, lambda fh: fh.write(text.encode("utf-8")))
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import platformdirs
 
+from ddpm_studio.core.atomic import atomic_write
+
 CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
 
@@ -128,8 +130,6 @@ class RunFolder:
 
     def write_status(self, **fields: Any) -> None:
         """Merge ``fields`` into run.json atomically."""
-        from ddpm_studio.core.checkpoint import atomic_write
-
         status = self.read_status()
         status.update(fields, updated=time.time())
         atomic_write(self.path / "run.json", lambda fh: fh.write(json.dumps(status, indent=1).encode()))
