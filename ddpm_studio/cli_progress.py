@@ -34,6 +34,7 @@ class EventPrinter:
         self._last = 0.0
         self._bar_shown = False
         self.outcome: str | None = None
+        self._last_status = ""
 
     def note(self, message: str) -> None:
         """A line of its own, above the bar."""
@@ -71,8 +72,9 @@ class EventPrinter:
         elif isinstance(event, ev.Status):
             if event.total:
                 self._progress(f"{event.message}: {event.done}/{event.total}")
-            else:
+            elif event.message != self._last_status:
                 self.note(event.message + "…")
+            self._last_status = event.message
         elif isinstance(event, ev.RunStarted):
             verb = f"Resuming from {event.resumed_from} at step {event.step}" if event.resumed_from else "Training"
             self.note(f"{verb}: {event.parameters / 1e6:.2f}M parameters on {event.device_reason}")
