@@ -1,0 +1,300 @@
+"""Presenters between the panels and the services: training and sampling.
+
+Each owns a RunControl and one worker thread per run. Clicks call RunControl directly (the worker's
+own thread is busy in ``run()``), and only *request* a state; the RunState moves on the worker's
+confirmations, and the buttons follow the RunState.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from ddpm_studio.gui import dialogs
+from ddpm_studio.gui.state import RunState, next_state
+from ddpm_studio.gui.workers import SampleWorker, TrainWorker, WorkerThread
+from ddpm_studio.services import events as ev
+from ddpm_studio.services.control import RunControl
+
+log = logging.getLogger("ddpm_studio.gui")
+
+
+class TrainingController(QObject):
+    """Starts, pauses, resumes and stops training runs; feeds the loss plot and trajectory view."""
+
+    stateChanged = Signal(object)  # RunState
+    runStarted = Signal(object)  # RunStarted
+    checkpointEvent = Signal(object)  # CheckpointSaved / CheckpointFailed
+    runEnded = Signal(object)  # RunFinished / RunFailed / None (stopped during set-up)
+
+    def __init__(self, controls: Any, plot: Any, trajectory: Any, parent_widget: Any = None) -> None:
+        super().__init__()
+        self.controls, self.plot, self.trajectory, self.parent_widget = controls, plot, trajectory, parent_widget
+        self.state = RunState.IDLE
+        self.control: RunControl | None = None
+        self.thread: WorkerThread | None = None
+        self.worker: TrainWorker | None = None
+        self.run_dir: str | None = None
+        self.step = 0
+        self.total_steps = 0
+        self.last_progress: ev.TrainProgress | None = None
+        self._ended: Any = None
+        self._can_start, self._reason, self._can_continue = False, "Checking settings…", True
+        controls.pauseRequested.connect(self.pause)
+        controls.resumeRequested.connect(self.resume)
+        controls.stopRequested.connect(self.stop)
+
+    # -- requests (GUI thread) ---------------------------------------------------------------------
+    def start(self, cfg: Any = None, *, runs_dir: str | Path | None = None, resume_from: str | Path | None = None,
+              overrides: dict[str, Any] | None = None, continue_plot: bool = False) -> bool:
+        """Launch a TrainingSession on a new worker thread; False when a run is still active."""
+        if not self._move("start"):
+            return False
+        self.control = RunControl()
+        control = self.control
+
+        def factory() -> Any:  # runs on the worker thread: torch is imported there, not here
+            from ddpm_studio.services.training import TrainingSession
+
+            return TrainingSession(cfg, runs_dir=runs_dir, resume_from=resume_from, control=control, overrides=overrides)
+
+        if not continue_plot:
+            self.plot.clear()
+            self.trajectory.clear()
+        self.step, self.last_progress, self._ended = 0, None, None
+        self.worker = TrainWorker(factory, control)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.event.connect(self._on_event)
+        self.thread = WorkerThread(self.worker, self)
+        self.thread.done.connect(self._on_thread_done)
+        self.controls.set_message("Starting: loading PyTorch and the images…")
+        self.thread.start()
+        log.info("Training %s", f"resumed from {resume_from}" if resume_from else "started")
+        return True
+
+    def pause(self) -> None:
+        if self.control is not None and self._move("pause"):
+            self.control.pause()
+
+    def resume(self) -> None:
+        if self.control is not None and self._move("resume"):
+            self.control.resume()
+
+    def toggle_pause(self) -> None:
+        if self.state is RunState.RUNNING:
+            self.pause()
+        elif self.state is RunState.PAUSED:
+            self.resume()
+
+    def stop(self) -> None:
+        if self.control is not None and self._move("stop"):
+            self.control.stop()
+
+    def set_can_start(self, ok: bool, reason: str = "", can_continue: bool = True) -> None:
+        self._can_start, self._reason, self._can_continue = ok, reason, can_continue
+        self.controls.set_state(self.state, ok, reason, can_continue)
+
+    def set_keep_last(self, n: int) -> None:
+        if self.worker is not None and self.state.active:
+            self.worker.set_keep_last(n)
+
+    def live_snapshot(self) -> Any:
+        """A Future of a copy of the live EMA model, or None when no run is active."""
+        if self.worker is None or not self.state.active or self.thread is None or not self.thread.is_running():
+            return None  # (the thread may have ended with its done signal still queued)
+        return self.worker.request_snapshot()
+
+    def is_running(self) -> bool:
+        """True from Start until the GUI thread has handled the worker thread's end (not just until it ended)."""
+        return self.thread is not None
+
+    def shutdown(self, timeout_ms: int = 120_000) -> bool:
+        """Stop (a checkpoint is written) and wait for the thread; for quitting. True when it ended."""
+        if self.control is not None:
+            self.control.stop()
+        if self.thread is not None and self.thread.is_running():
+            return self.thread.wait(timeout_ms)
+        return True
+
+    # -- confirmations (worker → GUI thread) -------------------------------------------------------
+    def _move(self, action: str) -> bool:
+        new = next_state(self.state, action)
+        if new is None:
+            return False
+        if new is not self.state:
+            self.state = new
+            self.controls.set_state(new, self._can_start, self._reason, self._can_continue)
+            self.stateChanged.emit(new)
+        return True
+
+    def _on_progress(self, batch: Any) -> None:
+        self.plot.append_batch(batch)
+        if batch.last is not None:
+            p = batch.last
+            self.step, self.total_steps, self.last_progress = p.step, p.total_steps, p
+            if self.state is not RunState.PAUSED:
+                self.controls.set_progress(p.step, p.total_steps, p.images_per_sec, p.eta_seconds, p.loss)
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, ev.Status):
+            self.controls.set_message(event.message, event.done, event.total)
+        elif isinstance(event, ev.RunStarted):
+            self.run_dir, self.step, self.total_steps = event.run_dir, event.step, event.total_steps
+            if event.resumed_from:
+                self.plot.truncate_after(event.step)
+            self.controls.set_progress(event.step, event.total_steps)
+            log.info("Run %s: %s images, %s parameters, %s", Path(event.run_dir).name, f"{event.num_images:,}",
+                     f"{event.parameters:,}", event.device_reason)
+            for warning in event.warnings:
+                log.warning(warning)
+            self._move("started")
+            self.runStarted.emit(event)
+        elif isinstance(event, ev.PreviewReady):
+            self.trajectory.add_preview(event)
+        elif isinstance(event, ev.CheckpointSaved | ev.CheckpointFailed):
+            if isinstance(event, ev.CheckpointFailed):
+                dialogs.show_error(self.parent_widget, "Checkpoint not saved",
+                                   event.message + "\n\nTraining continues; earlier checkpoints are intact.")
+            else:
+                log.info("Checkpoint saved at step %s (%s)", f"{event.step:,}", Path(event.path).name)
+            self.checkpointEvent.emit(event)
+        elif isinstance(event, ev.RunPaused):
+            self.step = event.step
+            self._move("paused")
+            self.controls.set_message(f"Paused at step {event.step:,} / {self.total_steps:,}")
+            self.controls.progress.setValue(min(event.step, self.controls.progress.maximum()))
+        elif isinstance(event, ev.RunResumed):
+            self._move("resumed")
+        elif isinstance(event, ev.RunFinished):
+            self._ended = event
+            self.step = event.step
+            self._move("finished")
+            log.info("Run %s at step %s", event.reason, f"{event.step:,}")
+            self.controls.set_message(f"Run {event.reason} at step {event.step:,} / {self.total_steps:,}")
+        elif isinstance(event, ev.RunFailed):
+            self._ended = event
+            self._move("failed")
+            if event.detail:
+                log.debug(event.detail)
+            kept = f"\n\nThe last good checkpoint is kept: {event.checkpoint}" if event.checkpoint else ""
+            self.controls.set_message("Run failed")
+            dialogs.show_error(self.parent_widget, "Training stopped", event.message + kept, event.detail)
+
+    def _on_thread_done(self) -> None:
+        ended = self._ended
+        self._move("thread_ended")
+        if ended is None:
+            self.controls.set_message("Stopped before training began")
+        self.thread = None
+        self.worker = None
+        self.runEnded.emit(ended)
+
+
+class SamplingController(QObject):
+    """Generates images in a worker thread; saves the results where the user asks."""
+
+    busyChanged = Signal(bool)
+    samplesReady = Signal(object)
+
+    def __init__(self, panel: Any, parent_widget: Any = None) -> None:
+        super().__init__()
+        self.panel, self.parent_widget = panel, parent_widget
+        self.control: RunControl | None = None
+        self.thread: WorkerThread | None = None
+        self.result: ev.SamplesReady | None = None
+        panel.cancelRequested.connect(self.cancel)
+
+    def generate(self, source: Any, sample_cfg: Any, out_dir: str | Path, snapshot: Any = None) -> bool:
+        """Sample from ``source`` (a checkpoint path or run folder) or ``snapshot`` (a Future of a live model copy)."""
+        if self.is_running():
+            return False
+        self.control = RunControl()
+        control = self.control
+        self.result = None
+
+        def factory() -> Any:
+            from ddpm_studio.services.sampling import SamplingSession
+
+            model = source
+            if snapshot is not None:
+                model = snapshot.result(timeout=600)
+            return SamplingSession(model, sample_cfg, out_dir, control=control, save_trajectory=True)
+
+        worker = SampleWorker(factory, control)
+        worker.progress.connect(self.panel.show_progress)
+        worker.event.connect(self._on_event)
+        self.thread = WorkerThread(worker, self)
+        self.thread.done.connect(self._on_done)
+        self.panel.set_busy(True)
+        self.panel.set_message("Loading the model…")
+        self.busyChanged.emit(True)
+        self.thread.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+            self.panel.set_message("Cancelling…")
+
+    def is_running(self) -> bool:
+        """True from Generate until the GUI thread has handled the worker thread's end."""
+        return self.thread is not None
+
+    def shutdown(self, timeout_ms: int = 60_000) -> bool:
+        self.cancel()
+        if self.thread is not None and self.thread.is_running():
+            return self.thread.wait(timeout_ms)
+        return True
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, ev.Status):
+            self.panel.set_message(event.message)
+        elif isinstance(event, ev.SamplesReady):
+            self.result = event
+            self.panel.show_results(event.images, event.paths, event.trajectory_path is not None)
+            log.info("Generated %d images in %s", len(event.images), Path(event.paths[0]).parent if event.paths else "?")
+            self.samplesReady.emit(event)
+        elif isinstance(event, ev.RunFailed):
+            dialogs.show_error(self.parent_widget, "Generation failed", event.message, event.detail)
+
+    def _on_done(self) -> None:
+        cancelled = self.control is not None and self.control.stop_requested
+        self.thread = None
+        self.panel.set_busy(False)
+        if cancelled:
+            self.panel.set_message("Cancelled")
+        self.busyChanged.emit(False)
+
+    # -- saving -----------------------------------------------------------------------------------------
+    def save_images(self, indices: list[int] | None, folder: str | Path) -> list[Path]:
+        """Copy the chosen (or all) generated PNGs into ``folder``; returns the written files."""
+        if self.result is None:
+            return []
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen = range(len(self.result.paths)) if indices is None else indices
+        written = []
+        for i in chosen:
+            src = Path(self.result.paths[i])
+            dst = folder / src.name
+            if dst.resolve() != src.resolve():
+                shutil.copyfile(src, dst)
+            written.append(dst)
+        return written
+
+    def save_grid(self, path: str | Path, indices: list[int] | None = None) -> Path:
+        from ddpm_studio.services.imaging import make_grid, save_png
+
+        assert self.result is not None
+        images = self.result.images if not indices else self.result.images[indices]
+        return save_png(make_grid(images), Path(path))
+
+    def save_gif(self, path: str | Path) -> Path | None:
+        if self.result is None or not self.result.trajectory_path:
+            return None
+        shutil.copyfile(self.result.trajectory_path, path)
+        return Path(path)

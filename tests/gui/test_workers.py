@@ -1,0 +1,187 @@
+"""Workers with fake sessions: coalescing, order, pause/resume/stop through RunControl, errors as signals."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ddpm_studio.gui.workers import Coalescer, ProgressBatch, SampleWorker, TrainWorker, WorkerThread
+from ddpm_studio.services import events as ev
+from ddpm_studio.services.control import RunControl
+
+
+def progress(step: int, total: int = 10_000) -> ev.TrainProgress:
+    return ev.TrainProgress(step, total, 1.0 / step, 1e-4, 100.0, 1.0, 0.1)
+
+
+class FakeSession:
+    """Yields like TrainingSession: RunStarted, progress per step, pause/resume honoured between steps."""
+
+    def __init__(self, control: RunControl, steps: int = 2000, fail_at: int | None = None, gate: threading.Event | None = None):
+        self.control, self.total, self.fail_at, self.gate = control, steps, fail_at, gate
+        self.step = 0
+        self.closed = False
+
+    def steps(self) -> Iterator[Any]:
+        try:
+            yield ev.RunStarted("/tmp/x", 0, self.total, "cpu", "test", 1, "fake", 1, 1)
+            while self.step < self.total:
+                if self.control.paused and not self.control.stop_requested:
+                    yield ev.RunPaused(self.step)
+                    self.control.wait_resumed()
+                    if not self.control.stop_requested:
+                        yield ev.RunResumed(self.step)
+                if self.control.stop_requested:
+                    break
+                if self.gate is not None:
+                    self.gate.wait()
+                self.step += 1
+                if self.step == self.fail_at:
+                    raise RuntimeError("out of memory (simulated)")
+                yield progress(self.step, self.total)
+                if self.step % 100 == 0:
+                    yield ev.MetricsLogged({"step": self.step, "loss": 0.5})
+            yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)
+        finally:
+            self.closed = True
+
+
+def test_coalescer_batches_by_time_and_flushes_before_rare_events() -> None:
+    now = [0.0]
+    co = Coalescer(interval=0.1, clock=lambda: now[0])
+    out = co.add(progress(1))
+    assert len(out) == 1 and isinstance(out[0], ProgressBatch)  # the first one goes at once
+    for s in range(2, 50):
+        now[0] += 0.001
+        assert co.add(progress(s)) == []  # within the window: held back
+    co.add(ev.MetricsLogged({"step": 49, "loss_q0": 0.3}))
+    now[0] += 0.2
+    (batch,) = co.add(progress(50))
+    assert list(batch.steps) == list(range(2, 51)) and batch.records == ({"step": 49, "loss_q0": 0.3},)
+    assert batch.last.step == 50
+    co.add(progress(51))
+    flushed = co.add(ev.RunPaused(51))
+    assert isinstance(flushed[0], ProgressBatch) and list(flushed[0].steps) == [51]
+    assert isinstance(flushed[1], ev.RunPaused)
+    assert co.flush() == []
+
+
+def run_worker(qtbot: Any, worker: Any) -> tuple[WorkerThread, list[Any], list[Any]]:
+    batches: list[Any] = []
+    events: list[Any] = []
+    worker.progress.connect(batches.append)
+    worker.event.connect(events.append)
+    thread = WorkerThread(worker)
+    return thread, batches, events
+
+
+def test_train_worker_coalesces_and_loses_nothing(qtbot) -> None:
+    control = RunControl()
+    session = FakeSession(control, steps=3000)
+    worker = TrainWorker(lambda: session, control, interval=0.05)
+    thread, batches, events = run_worker(qtbot, worker)
+    with qtbot.waitSignal(thread.done, timeout=30_000):
+        thread.start()
+    steps = np.concatenate([b.steps for b in batches])
+    assert list(steps) == list(range(1, 3001))  # every step's loss arrives, in order
+    assert len(batches) < 300, len(batches)  # far fewer signals than steps
+    assert sum(len(b.records) for b in batches) == 30
+    assert isinstance(events[0], ev.RunStarted) and isinstance(events[-1], ev.RunFinished)
+    assert session.closed
+    with qtbot.assertNotEmitted(worker.progress, wait=200):
+        pass  # nothing arrives after the end
+
+
+def test_train_worker_pause_resume_stop(qtbot) -> None:
+    control = RunControl()
+    session = FakeSession(control, steps=10**9)
+    worker = TrainWorker(lambda: session, control)
+    thread, batches, events = run_worker(qtbot, worker)
+    thread.start()
+    qtbot.waitUntil(lambda: len(batches) >= 2, timeout=10_000)
+    with qtbot.waitSignal(worker.event, check_params_cb=lambda e: isinstance(e, ev.RunPaused), timeout=10_000):
+        control.pause()
+    paused_at = session.step
+    qtbot.wait(200)
+    assert session.step == paused_at
+    with qtbot.waitSignal(worker.event, check_params_cb=lambda e: isinstance(e, ev.RunResumed), timeout=10_000):
+        control.resume()
+    qtbot.waitUntil(lambda: session.step > paused_at, timeout=10_000)
+    control.pause()
+    qtbot.waitUntil(lambda: any(isinstance(e, ev.RunPaused) for e in events[-1:]), timeout=10_000)
+    with qtbot.waitSignal(thread.done, timeout=10_000):
+        control.stop()  # stop wakes a paused run
+    assert isinstance(events[-1], ev.RunFinished) and events[-1].reason == "stopped"
+    assert not thread.is_running()
+
+
+def test_train_worker_reports_failure_as_event(qtbot) -> None:
+    control = RunControl()
+    worker = TrainWorker(lambda: FakeSession(control, steps=100, fail_at=7), control)
+    thread, batches, events = run_worker(qtbot, worker)
+    with qtbot.waitSignal(thread.done, timeout=10_000):
+        thread.start()
+    failed = [e for e in events if isinstance(e, ev.RunFailed)]
+    assert len(failed) == 1 and failed[0].message.startswith("Out of memory")
+    assert "RuntimeError" in failed[0].detail
+    assert max(np.concatenate([b.steps for b in batches])) == 6  # progress before the failure still arrived
+
+
+def test_train_worker_factory_error_is_reported(qtbot) -> None:
+    def factory() -> Any:
+        raise ValueError("Choose a data folder")
+
+    control = RunControl()
+    worker = TrainWorker(factory, control)
+    thread, _batches, events = run_worker(qtbot, worker)
+    with qtbot.waitSignal(thread.done, timeout=10_000):
+        thread.start()
+    assert isinstance(events[-1], ev.RunFailed) and events[-1].message == "Choose a data folder"
+
+
+def test_snapshot_is_served_between_steps_and_while_paused(qtbot, monkeypatch) -> None:
+    from ddpm_studio.gui import workers
+
+    monkeypatch.setattr(workers, "snapshot_model", lambda session: ("copy at", session.step))
+    control = RunControl()
+    gate = threading.Event()
+    gate.set()
+    session = FakeSession(control, steps=10**9, gate=gate)
+    worker = TrainWorker(lambda: session, control)
+    thread, batches, _events = run_worker(qtbot, worker)
+    thread.start()
+    qtbot.waitUntil(lambda: len(batches) >= 1, timeout=10_000)
+    fut = worker.request_snapshot()
+    assert fut.result(timeout=10)[0] == "copy at"
+    with qtbot.waitSignal(worker.event, check_params_cb=lambda e: isinstance(e, ev.RunPaused), timeout=10_000):
+        control.pause()
+    fut = worker.request_snapshot()  # paused: served at once, from this thread
+    assert fut.done() and fut.result()[1] == session.step
+    with qtbot.waitSignal(thread.done, timeout=10_000):
+        control.stop()
+
+
+def test_sample_worker_keeps_latest_progress_and_frame(qtbot) -> None:
+    control = RunControl()
+    frame = np.zeros((4, 4, 3), np.uint8)
+
+    class FakeSampling:
+        def steps(self) -> Iterator[Any]:
+            for i in range(1, 501):
+                yield ev.SamplingProgress(i, 500, 1, 1, 0.0, frame if i == 3 else None)
+            yield ev.SamplesReady(np.zeros((2, 4, 4, 3), np.uint8), ("a.png", "b.png"), "grid.png")
+
+    worker = SampleWorker(lambda: FakeSampling(), control, interval=10.0)
+    got: list[Any] = []
+    worker.progress.connect(got.append)
+    events: list[Any] = []
+    worker.event.connect(events.append)
+    thread = WorkerThread(worker)
+    with qtbot.waitSignal(thread.done, timeout=10_000):
+        thread.start()
+    assert got[0].done == 1 and got[-1].done == 500 and len(got) <= 3
+    assert any(p.frame is not None for p in got)
+    assert isinstance(events[-1], ev.SamplesReady)
