@@ -1,11 +1,14 @@
-"""Command line: ``ddpm-studio [train|sample|demo-data|runs|info]``; the bare command opens the app.
+"""Command line: ``ddpm-studio [train|sample|interpolate|evaluate|demo-data|runs|info]``; the bare command opens the app.
 
 Examples::
 
     ddpm-studio demo-data ~/shapes                      # write the built-in demo set as PNGs
     ddpm-studio train --source folder --data-path ~/shapes --total-steps 5000
     ddpm-studio train --resume ~/.local/share/ddpm-studio/runs/run-20261123-120000
-    ddpm-studio sample RUN_OR_CHECKPOINT --num-images 64 --sampler ddim --steps 50
+    ddpm-studio sample RUN_OR_CHECKPOINT --num-images 64 --sampler dpm++2m --steps 20
+    ddpm-studio sample RUN_OR_CHECKPOINT --class-label circle --guidance-scale 2   # conditional runs
+    ddpm-studio interpolate RUN_OR_CHECKPOINT --seed-from 3 --seed-to 7 --frames 9
+    ddpm-studio evaluate RUN_OR_CHECKPOINT --num-images 500
 
 Every training flag is generated from the config dataclasses (``services/config.py``), so
 ``ddpm-studio train --help`` always lists every setting with its range.
@@ -29,11 +32,17 @@ from ddpm_studio.services import config as config_mod
 log = logging.getLogger("ddpm_studio")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
-    """One ``--flag`` per config field, grouped by section, help and range from the field metadata."""
+def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type], *, skip: tuple[str, ...] = (),
+                     defaults: dict[str, Any] | None = None) -> None:
+    """One ``--flag`` per config field, grouped by section, help and range from the field metadata.
+
+    ``skip`` leaves fields out; ``defaults`` are the values the command really starts from, for the help.
+    """
     for section, cls in sections.items():
         group = parser.add_argument_group(config_mod.SECTION_TITLES.get(section, section.title()))
         for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
             meta = f.metadata
             extra = []
             if meta["choices"]:
@@ -41,6 +50,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type])
             if meta["min"] is not None:
                 extra.append(f"range {meta['min']:g} to {meta['max']:g}")
             default = f.default if f.default is not dataclasses.MISSING else None
+            default = (defaults or {}).get(f.name, default)
             extra.append(f"default {'preset' if default is None else default}")
             help_text = f"{meta['help']} ({'; '.join(extra)})".replace("%", "%%")
             flag = "--" + f.name.replace("_", "-")
@@ -84,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
     add_config_flags(sample, {"sample": config_mod.SampleConfig})
 
+    interp = sub.add_parser("interpolate", help="Images between two seeds (slerp of their noise), saved as a strip")
+    interp.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    interp.add_argument("--out", type=Path, help="Output folder (default: the run's samples/ folder)")
+    interp.add_argument("--device", default="auto", choices=config_mod.DEVICE_CHOICES)
+    interp.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
+    add_config_flags(interp, {"interp": config_mod.InterpolationConfig})
+    add_config_flags(interp, {"sample": config_mod.SampleConfig}, skip=("num_images", "sample_seed"))
+
+    evaluate = sub.add_parser("evaluate", help="Generate images and score them (demo shape score; FID/KID if available)")
+    evaluate.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    evaluate.add_argument("--out", type=Path, help="Folder for the report and a grid (default: the run's samples/ folder)")
+    evaluate.add_argument("--fid", default="auto", choices=("auto", "on", "off"),
+                          help="FID/KID against the training images: auto = when the Inception weights are on this computer")
+    evaluate.add_argument("--reference-images", type=int, default=1000,
+                          help="Training images FID/KID compare with (default 1000)")
+    evaluate.add_argument("--download-inception", action="store_true",
+                          help="Download torchvision's Inception-v3 weights (104 MB) once into the torch cache first")
+    evaluate.add_argument("--device", default="auto", choices=config_mod.DEVICE_CHOICES)
+    evaluate.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
+    add_config_flags(evaluate, {"sample": config_mod.SampleConfig}, defaults=config_mod.EVALUATION_SAMPLE_DEFAULTS)
+
     demo = sub.add_parser("demo-data", help="Write the built-in demo dataset (coloured shapes) as PNG files")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--count", type=int, default=4096)
@@ -106,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    handler = {"train": cmd_train, "sample": cmd_sample, "demo-data": cmd_demo_data, "runs": cmd_runs, "info": cmd_info}
+    handler = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
+               "demo-data": cmd_demo_data, "runs": cmd_runs, "info": cmd_info}
     try:
         return handler[args.command](args)
     except config_mod.ConfigError as exc:
@@ -163,14 +195,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     ckpt = resolve_checkpoint(args.checkpoint)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), overrides_from(args).get("sample", {}), name="sample")
-    out = args.out or (ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path.cwd() / "samples")
-    steps = "" if sample_cfg.sampler == "ddpm" else sample_cfg.steps
-    out = out / f"{ckpt.stem}-{sample_cfg.sampler}{steps}-seed{sample_cfg.sample_seed}"
+    out = _output_dir(args, ckpt, f"{ckpt.stem}-{_sampler_tag(sample_cfg)}-seed{sample_cfg.sample_seed}")
     session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision,
                               save_trajectory=args.trajectory)
     printer = EventPrinter()
     _run_with_ctrl_c(session, printer)
     return 0 if printer.outcome == "samples" else 1
+
+
+def _output_dir(args: argparse.Namespace, ckpt: Path, name: str) -> Path:
+    """``--out`` or the run's samples/ folder, plus a sub-folder named after what is made."""
+    out = args.out or (ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path.cwd() / "samples")
+    return out / name
+
+
+def _sampler_tag(sample_cfg: config_mod.SampleConfig) -> str:
+    return sample_cfg.sampler + ("" if sample_cfg.sampler == "ddpm" else str(sample_cfg.steps))
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.interpolation import InterpolationSession
+    from ddpm_studio.services.runs import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    given = overrides_from(args)
+    sample_cfg = config_mod.update_section(config_mod.SampleConfig(), given.get("sample", {}), name="sample")
+    interp_cfg = config_mod.update_section(config_mod.InterpolationConfig(), given.get("interp", {}), name="interp")
+    out = _output_dir(args, ckpt, f"{ckpt.stem}-interp-{_sampler_tag(sample_cfg)}")
+    session = InterpolationSession(ckpt, sample_cfg, interp_cfg, out, device=args.device, precision=args.precision)
+    printer = EventPrinter()
+    _run_with_ctrl_c(session, printer)
+    return 0 if printer.outcome == "samples" else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.evaluation import EvaluationSession, evaluation_sample_config
+    from ddpm_studio.services.runs import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    if args.download_inception:
+        from ddpm_studio.core.fid import download_inception_weights
+
+        print(f"Inception weights: {download_inception_weights()}")
+    sample_cfg = config_mod.update_section(evaluation_sample_config(), overrides_from(args).get("sample", {}), name="sample")
+    tag = f"{_sampler_tag(sample_cfg)}-n{sample_cfg.num_images}-seed{sample_cfg.sample_seed}"
+    out = _output_dir(args, ckpt, f"{ckpt.stem}-eval-{tag}")
+    session = EvaluationSession(ckpt, sample_cfg, out, fid=args.fid, reference_images=args.reference_images,
+                                device=args.device, precision=args.precision)
+    printer = EventPrinter()
+    _run_with_ctrl_c(session, printer)
+    return 0 if printer.outcome == "evaluated" else 1
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

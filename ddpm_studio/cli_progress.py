@@ -94,9 +94,18 @@ class EventPrinter:
             self.note(f"Training {event.reason} at step {event.step}. Checkpoint: {event.checkpoint}")
             if event.checkpoint:
                 self.note(f"Generate images with: ddpm-studio sample {event.checkpoint}")
+        elif isinstance(event, ev.EvaluationReady):
+            self.outcome = "evaluated"
+            for line in event.lines:
+                self.note(line)
+            if event.path:
+                self.note(f"Report: {event.path}")
         elif isinstance(event, ev.SamplesReady):
             self.outcome = "samples"
-            self.note(f"Saved {len(event.paths)} images and a grid: {event.grid_path}")
+            if "frames" in event.extra:  # an interpolation: one strip
+                self.note(f"Saved a strip of {len(event.images)} interpolated images: {event.grid_path}")
+            else:
+                self.note(f"Saved {len(event.paths)} images and a grid: {event.grid_path}")
             if event.trajectory_path:
                 self.note(f"Trajectory: {event.trajectory_path}")
 

@@ -157,7 +157,17 @@ def user_message(exc: BaseException) -> str:
         return "Out of memory: try a smaller batch size or model preset. " + text.splitlines()[0]
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "Disk full: " + text
-    known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError"}
+    known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError", "ConditioningError",
+             "FeaturesUnavailable"}
     if name in known:
         return text
     return f"{name}: {text}"
+
+
+@dataclass(frozen=True)
+class EvaluationReady:
+    """An evaluation finished: ``report`` is JSON-ready (scores, settings, timings); ``lines`` say it in words."""
+
+    report: dict[str, Any]
+    lines: tuple[str, ...]
+    path: str | None = None

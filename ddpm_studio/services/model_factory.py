@@ -40,15 +40,39 @@ def build_schedule(cfg: RunConfig) -> NoiseSchedule:
     return NoiseSchedule.create(cfg.diffusion.schedule, cfg.diffusion.timesteps)
 
 
-def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None) -> Any:
-    """ε_θ as the plain function samplers take: inference mode, autocast, float32 out."""
+def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None, guidance_scale: float = 1.0) -> Any:
+    """ε_θ as the plain function samplers take: inference mode, autocast, float32 out.
+
+    With ``labels`` (a class-conditional model), classifier-free guidance (Ho & Salimans 2022, eq. 6
+    rewritten with s = 1 + w): ε̃ = ε_θ(x, t, ∅) + s (ε_θ(x, t, y) - ε_θ(x, t, ∅)). s = 0 is the
+    unconditional model and s = 1 the conditional one, each with a single forward pass; any other s
+    runs both branches as one doubled batch. Without labels, ``guidance_scale`` is ignored.
+    """
     import torch
 
-    def denoise(x: Tensor, t: Tensor) -> Tensor:
+    def plain(x: Tensor, t: Tensor) -> Tensor:
         with torch.inference_mode(), autocast():
-            return model(x, t, labels).float() if labels is not None else model(x, t).float()
+            return model(x, t).float()  # y = None: the null label on a conditional model
 
-    return denoise
+    if labels is None or guidance_scale == 0.0:
+        return plain
+
+    def conditional(x: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode(), autocast():
+            return model(x, t, labels).float()
+
+    if guidance_scale == 1.0:
+        return conditional
+    null = torch.full_like(labels, model.config.null_label)  # type: ignore[union-attr]
+    both = torch.cat([labels, null])
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode(), autocast():
+            out = model(torch.cat([x, x]), torch.cat([t, t]), both).float()
+        eps_cond, eps_uncond = out.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    return guided
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -29,7 +29,8 @@ VALIDATION_IMAGES = 64
 class Previewer:
     """Holds the fixed noise and validation batch; makes :class:`PreviewReady` events."""
 
-    def __init__(self, cfg: RunConfig, schedule: NoiseSchedule, device: DeviceChoice, data: object, out_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, schedule: NoiseSchedule, device: DeviceChoice, data: object, out_dir: Path,
+                 num_classes: int = 0) -> None:
         self.cfg, self.schedule, self.device, self.out_dir = cfg, schedule, device, out_dir
         dev = device.device
         size, ch = cfg.data.image_size, cfg.data.channels
@@ -42,6 +43,12 @@ class Previewer:
         self.val_t = torch.linspace(0, schedule.num_timesteps - 1, n).round().long().to(dev)
         self.val_noise = torch.randn(self.val_x0.shape, generator=g).to(dev)
         self.spec = SamplerSpec(name=cfg.schedule.preview_sampler, num_steps=cfg.schedule.preview_steps)
+        # Conditional runs: previews cycle through the classes (plain conditional model, s = 1) and the
+        # validation loss uses the true labels, like most training steps.
+        self.labels = self.val_y = None
+        if num_classes:
+            self.labels = (torch.arange(cfg.schedule.preview_images) % num_classes).to(dev)
+            self.val_y = data.labels[idx].to(dev)  # type: ignore[attr-defined]
 
     @torch.inference_mode()
     def validation_loss(self, model: nn.Module) -> float:
@@ -49,13 +56,13 @@ class Previewer:
         model.eval()
         x_t = self.schedule.q_sample(self.val_x0, self.val_t, self.val_noise)
         with self.device.autocast():
-            eps = model(x_t, self.val_t)
+            eps = model(x_t, self.val_t, self.val_y)
         model.train(was_training)
         return float(per_sample_loss(eps, self.val_noise, self.cfg.diffusion.loss).mean())
 
     def preview(self, ema_model: nn.Module, model: nn.Module, step: int) -> PreviewReady:
         """Sample the fixed noise with the EMA weights, keep ~10 frames, save the final grid as PNG."""
-        denoise = make_denoiser(ema_model, self.device.autocast)
+        denoise = make_denoiser(ema_model, self.device.autocast, self.labels)
         gen = torch.Generator(device=self.device.device).manual_seed(self.cfg.optim.seed + 54_321)
         keep = set(pick_frames(self.spec.steps_for(self.schedule.num_timesteps), PREVIEW_FRAMES))
         x_t, x0, timesteps = [], [], []

@@ -1,5 +1,9 @@
 """The sampling session: load a checkpoint, generate K images in batches, save PNGs, a grid and a GIF.
 
+:func:`denoise_batches` is the loop shared with interpolation and evaluation: it takes the
+x_T (and class labels) of each batch and yields progress, so every generator of images reports,
+cancels and applies classifier-free guidance the same way.
+
 Like training, it is a generator of events, so the CLI's progress bar and the GUI's worker
 consume the same thing; ``control.stop()`` cancels between sampler steps.
 """
@@ -7,7 +11,7 @@ consume the same thing; ``control.stop()`` cancels between sampler steps.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services.conditioning import sample_labels
 from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.events import SamplesReady, SamplingProgress, Status
 from ddpm_studio.services.imaging import make_grid, pick_frames, save_gif, save_png, to_uint8
@@ -32,22 +37,31 @@ TRAJECTORY_FRAMES = 40
 
 @dataclass
 class LoadedModel:
-    """A model ready to sample: weights on the device, its run config and schedule."""
+    """A model ready to sample: weights on the device, its run config, schedule and classes (empty = unconditional)."""
 
     model: nn.Module
     cfg: config_mod.RunConfig
     schedule: NoiseSchedule
     step: int
     path: Path
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size)
 
 
 def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = True) -> LoadedModel:
-    """Build the network a checkpoint describes and load its (EMA) weights; CheckpointError says why not."""
+    """Build the network a checkpoint describes and load its (EMA) weights; CheckpointError says why not.
+
+    Checkpoints written before class-conditional training existed have no ``class_names``: unconditional.
+    """
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
+    class_names = tuple(str(n) for n in ckpt.get("class_names", ()))
     try:
         cfg = config_mod.from_dict(ckpt["config"], strict=False)
-        model = build_model(cfg)
+        model = build_model(cfg, num_classes=len(class_names))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"Checkpoint {ckpt_path.name} has settings this version cannot build: {exc}") from exc
     weights = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
@@ -58,7 +72,85 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
             f"Checkpoint {ckpt_path.name}'s weights do not fit its model settings: {str(exc).splitlines()[0]}"
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
-    return LoadedModel(model, cfg, build_schedule(cfg), int(ckpt["step"]), ckpt_path)
+    return LoadedModel(model, cfg, build_schedule(cfg), int(ckpt["step"]), ckpt_path, class_names)
+
+
+def seed_noise(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """x_T for the first ``n`` images of ``seed``, drawn on the CPU so a seed gives the same images on every device."""
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def sampler_spec(sample: config_mod.SampleConfig) -> SamplerSpec:
+    return SamplerSpec(sample.sampler, sample.steps, sample.eta, sample.spacing, sample.variance)
+
+
+def seeded_batches(
+    sample: config_mod.SampleConfig, shape: tuple[int, ...], labels: torch.Tensor | None
+) -> list[Callable[[], tuple[torch.Tensor, torch.Tensor | None]]]:
+    """The batches of ``sample.num_images`` images for :func:`denoise_batches`: x_T drawn batch after batch
+    from one CPU generator seeded with ``sample_seed``. With ``num_images = 1`` that is ``seed_noise(seed, 1)``
+    (and, as torch fills normals in blocks of 16 values, the first image of any batch whose images have a
+    multiple of 16 values, e.g. every size divisible by 4)."""
+    g_init = torch.Generator().manual_seed(sample.sample_seed)
+    n_all, bs = sample.num_images, sample.sample_batch_size
+
+    def batch(start: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor | None]]:
+        n = min(bs, n_all - start)
+        return lambda: (torch.randn((n, *shape), generator=g_init), None if labels is None else labels[start : start + n])
+
+    return [batch(start) for start in range(0, n_all, bs)]
+
+
+def denoise_batches(
+    loaded: LoadedModel,
+    spec: SamplerSpec,
+    device: DeviceChoice,
+    batches: list[Callable[[], tuple[torch.Tensor, torch.Tensor | None]]],
+    *,
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    control: RunControl | None = None,
+    trajectory: list[np.ndarray] | None = None,
+) -> Generator[SamplingProgress, None, np.ndarray | None]:
+    """Run the sampler over each batch and return all final images as (N, H, W, C) uint8, or None if stopped.
+
+    Each of ``batches`` returns that batch's x_T and labels (or None) only when its turn comes, so a
+    100k-image job never holds all its noise. Progress frames come from the first batch; ``trajectory``
+    (if given) collects its x_t grids for a GIF.
+    """
+    per_batch = spec.steps_for(loaded.schedule.num_timesteps)
+    total = per_batch * len(batches)
+    keep = set(pick_frames(per_batch, TRAJECTORY_FRAMES))
+    results: list[np.ndarray] = []
+    done, start = 0, time.perf_counter()
+    for b, make in enumerate(batches):
+        x_T, labels = make()
+        if labels is not None:
+            labels = labels.to(device.device)
+        denoise = make_denoiser(loaded.model, device.autocast, labels, guidance_scale)
+        final = None
+        for s in iter_sampler(spec, denoise, loaded.schedule, x_T.to(device.device), generator):
+            if control is not None and control.stop_requested:
+                return None
+            done += 1
+            frame = None
+            if s.index in keep and b == 0:
+                frame = make_grid(to_uint8(s.x0_pred))
+                if trajectory is not None:
+                    trajectory.append(make_grid(to_uint8(s.x_t)))
+            elapsed = time.perf_counter() - start
+            yield SamplingProgress(done, total, b + 1, len(batches), elapsed / done * (total - done), frame)
+            final = s.x_t
+        assert final is not None
+        results.append(to_uint8(final))
+    return np.concatenate(results)
+
+
+def resolve_device(source: str | Path | LoadedModel, name: str, precision: str) -> DeviceChoice:
+    """The device a session runs on: the loaded model's own, or the one asked for."""
+    if isinstance(source, LoadedModel):
+        return choose_device(next(source.model.parameters()).device.type, precision)
+    return choose_device(name, precision)
 
 
 class SamplingSession:
@@ -86,49 +178,27 @@ class SamplingSession:
 
     def steps(self) -> Iterator[Any]:
         sc = self.sample
+        device = resolve_device(self.source, self.device_name, self.precision)
         if isinstance(self.source, LoadedModel):
             loaded = self.source
-            model_device = next(loaded.model.parameters()).device
-            device = choose_device(model_device.type, self.precision)
         else:
             yield Status("Loading checkpoint")
-            device = choose_device(self.device_name, self.precision)
             loaded = load_for_sampling(self.source, device, sc.use_ema)
-        spec = SamplerSpec(sc.sampler, sc.steps, sc.eta, sc.spacing, sc.variance)
-        per_batch = spec.steps_for(loaded.schedule.num_timesteps)
-        batches = -(-sc.num_images // sc.sample_batch_size)
-        total = per_batch * batches
-        cfg = loaded.cfg
-        shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-        denoise = make_denoiser(loaded.model, device.autocast)
-        # Noise is drawn on the CPU so a seed gives the same images on every device.
-        g_init = torch.Generator().manual_seed(sc.sample_seed)
+        labels, ncols = sample_labels(sc.class_label, loaded.class_names, sc.num_images)
         g_step = torch.Generator().manual_seed(sc.sample_seed + 1)
-        keep = set(pick_frames(per_batch, TRAJECTORY_FRAMES))
-        results: list[np.ndarray] = []
-        trajectory: list[np.ndarray] = []
-        done, start = 0, time.perf_counter()
+        trajectory: list[np.ndarray] | None = [] if self.save_trajectory else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for b in range(batches):
-            n = min(sc.sample_batch_size, sc.num_images - b * sc.sample_batch_size)
-            x_T = torch.randn((n, *shape), generator=g_init).to(device.device)
-            final = None
-            for s in iter_sampler(spec, denoise, loaded.schedule, x_T, g_step):
-                if self.control.stop_requested:
-                    return
-                done += 1
-                frame = None
-                if s.index in keep and b == 0:
-                    frame = make_grid(to_uint8(s.x0_pred))
-                    if self.save_trajectory:
-                        trajectory.append(make_grid(to_uint8(s.x_t)))
-                elapsed = time.perf_counter() - start
-                yield SamplingProgress(done, total, b + 1, batches, elapsed / done * (total - done), frame)
-                final = s.x_t
-            assert final is not None
-            results.append(to_uint8(final))
-        images = np.concatenate(results)
+        images = yield from denoise_batches(
+            loaded, sampler_spec(sc), device, seeded_batches(sc, loaded.image_shape, labels),
+            guidance_scale=sc.guidance_scale, generator=g_step, control=self.control, trajectory=trajectory,
+        )
+        if images is None:
+            return
         paths = tuple(str(save_png(img, self.out_dir / f"{self.prefix}_{i:05d}.png")) for i, img in enumerate(images))
-        grid_path = str(save_png(make_grid(images), self.out_dir / f"{self.prefix}_grid.png"))
+        grid_path = str(save_png(make_grid(images, ncols), self.out_dir / f"{self.prefix}_grid.png"))
         traj_path = str(save_gif(trajectory, self.out_dir / f"{self.prefix}_trajectory.gif")) if trajectory else None
-        yield SamplesReady(images, paths, grid_path, traj_path, {"checkpoint": str(loaded.path), "step": loaded.step})
+        extra = {"checkpoint": str(loaded.path), "step": loaded.step}
+        if labels is not None:
+            extra["labels"] = labels.tolist()
+            extra["class_names"] = list(loaded.class_names)
+        yield SamplesReady(images, paths, grid_path, traj_path, extra)

@@ -25,6 +25,7 @@ from ddpm_studio.core.ema import EMA
 from ddpm_studio.core.objectives import bucket_losses, per_sample_loss, sample_timesteps
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
+from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
 from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.events import (
     CheckpointFailed,
@@ -123,6 +124,8 @@ class TrainingSession:
                 raise TrainingError(f"The [{section}] settings cannot change when resuming (the weights depend on them)")
         if (cfg.data.image_size, cfg.data.channels) != (saved.data.image_size, saved.data.channels):
             raise TrainingError("Image size and channels cannot change when resuming")
+        if cfg.data.conditional != saved.data.conditional:
+            raise TrainingError("Class-conditional cannot change when resuming (the model's class embedding depends on it)")
         self.cfg = cfg
         return ckpt
 
@@ -141,13 +144,17 @@ class TrainingSession:
             "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
         )
 
+        try:
+            self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
+        except ConditioningError as exc:
+            raise TrainingError(str(exc)) from None
         if self.resume_from and self.resume_from.parent.name == "checkpoints":
             self.run = RunFolder(self.resume_from.parent.parent)  # continue in the run's own folder
         else:
             self.run = RunFolder.create(self.runs_dir, self.run_name)
         config_mod.save_config_file(cfg, self.run.config_path)
 
-        self.model = build_model(cfg).to(dev)
+        self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         self.schedule = build_schedule(cfg)
         fused = dev.type == "cuda"
@@ -162,7 +169,8 @@ class TrainingSession:
         self.metrics = MetricsLog(self.run.metrics_path)
         if ckpt is not None:
             self.metrics.truncate_after(self.step)
-        self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir)
+        self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,
+                                   num_classes=len(self.class_names))
         self._tensorboard = _open_tensorboard(self.run.path) if cfg.schedule.tensorboard else None
         self.run.write_status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
         yield RunStarted(
@@ -208,8 +216,11 @@ class TrainingSession:
             t = sample_timesteps(x0.shape[0], self.schedule.num_timesteps, self.generator, dev)
             noise = torch.randn(x0.shape, generator=self.generator, device=dev)
             x_t = self.schedule.q_sample(x0, t, noise)
+            y = None
+            if self.class_names:  # after the noise draws, so unconditional runs keep their random stream
+                y = drop_labels(self.data.labels[idx].to(dev), cfg.optim.label_dropout, len(self.class_names), self.generator)
             with self.device.autocast():
-                eps = self.model(x_t, t)
+                eps = self.model(x_t, t, y)
             losses = per_sample_loss(eps, noise, cfg.diffusion.loss)
             loss = losses.mean() / cfg.optim.grad_accum
             self.scaler.scale(loss).backward()
@@ -247,6 +258,7 @@ class TrainingSession:
             "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
             "data": self.batches.cursor.state_dict(), "created": time.time(),
             "metrics": {"loss": recent_loss}, "dataset": self.data.description,
+            "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
         }
         if self.scaler.is_enabled():
             payload["scaler"] = self.scaler.state_dict()

@@ -1,11 +1,14 @@
 """Sampler contract tests: every sampler is exercised with a cheap analytic denoiser, no U-Net."""
 
+import math
+
 import pytest
 import torch
 
-from ddpm_studio.core.samplers import SAMPLER_NAMES, SamplerSpec, iter_sampler, timestep_sequence
+from ddpm_studio.core.samplers import SAMPLER_NAMES, SPACINGS, SamplerSpec, iter_sampler, timestep_sequence
 from ddpm_studio.core.samplers.ddim import ddim_steps
 from ddpm_studio.core.samplers.ddpm import ddpm_steps
+from ddpm_studio.core.samplers.dpm_solver import dpm_solver_steps
 from ddpm_studio.core.schedules import NoiseSchedule
 
 SCHED = NoiseSchedule.create("linear", 100)
@@ -65,11 +68,11 @@ def test_last_step_adds_no_noise(name):
 
 
 def test_samplers_recover_gaussian_data_distribution():
-    """With the exact denoiser, DDPM (1000 steps) and DDIM (50) produce samples with the data's mean and variance."""
+    """With the exact denoiser, DDPM (1000 steps), DDIM (50) and DPM-Solver++ (20) reach the data's mean and variance."""
     sched = NoiseSchedule.create("linear", 1000)
     den = gaussian_denoiser(sched, mu=0.3, var=0.25)
     x_T = torch.randn((2000, 1, 1, 1), generator=torch.Generator().manual_seed(0))
-    for spec in (SamplerSpec("ddpm"), SamplerSpec("ddim", num_steps=50)):
+    for spec in (SamplerSpec("ddpm"), SamplerSpec("ddim", num_steps=50), SamplerSpec("dpm++2m", num_steps=20)):
         out = list(iter_sampler(SamplerSpec(spec.name, spec.num_steps, clip_x0=False), den, sched, x_T,
                                 torch.Generator().manual_seed(1)))[-1].x_t
         assert out.mean().item() == pytest.approx(0.3, abs=0.03)
@@ -84,3 +87,54 @@ def test_timestep_sequences():
     assert timestep_sequence(100, 100, "uniform") == list(range(99, -1, -1))
     with pytest.raises(ValueError, match="between 1 and 100"):
         timestep_sequence(100, 0)
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [5, 37, 100])
+def test_every_sampler_spacing_and_step_count(name, spacing, steps):
+    """5 to T steps with every spacing: one record per model call, descending t, finite output."""
+    spec = SamplerSpec(name=name, num_steps=steps, spacing=spacing, eta=0.5)
+    out = run(spec, n=2)
+    expected = timestep_sequence(100, steps, spacing) if name != "ddpm" else list(range(99, -1, -1))
+    assert [s.t for s in out] == expected and len(out) == spec.steps_for(100)
+    assert all(torch.isfinite(s.x_t).all() and torch.isfinite(s.x0_pred).all() for s in out)
+
+
+def test_dpm_solver_plus_plus_first_order_is_ddim_eta0():
+    """Lu et al. 2022, §4.1: DPM-Solver++(1) is DDIM (η = 0); the 2M solver's first step is that same step."""
+    x_T = torch.randn((3, 2, 4, 4), generator=torch.Generator().manual_seed(4))
+    den = gaussian_denoiser(SCHED)
+    for spacing in SPACINGS:
+        for steps in (5, 20, 100):
+            ddim = list(ddim_steps(den, SCHED, x_T, num_steps=steps, spacing=spacing))
+            first = list(dpm_solver_steps(den, SCHED, x_T, num_steps=steps, spacing=spacing, order=1))
+            two_m = list(dpm_solver_steps(den, SCHED, x_T, num_steps=steps, spacing=spacing))
+            for a, b in zip(ddim, first, strict=True):
+                torch.testing.assert_close(a.x_t, b.x_t, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(two_m[0].x_t, ddim[0].x_t, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_samplers_solve_the_probability_flow_ode():
+    """For data ~ N(μ, v) the ODE from x_s at the first visited step s is affine (the monotone Gaussian transport):
+    x_0 = μ + √v / √(ᾱ_s v + 1 - ᾱ_s) · (x_s - √ᾱ_s μ). DPM-Solver++(2M) beats DDIM at equal steps and converges."""
+    sched = NoiseSchedule.create("linear", 1000)
+    mu, var = 0.3, 0.25
+    den = gaussian_denoiser(sched, mu, var)
+    x_T = torch.randn((500, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+
+    def error(name, steps, spacing):
+        a_s = float(sched.alphas_cumprod[timestep_sequence(1000, steps, spacing)[0]])
+        exact = mu + math.sqrt(var / (a_s * var + 1 - a_s)) * (x_T - math.sqrt(a_s) * mu)
+        out = run_spec(SamplerSpec(name, steps, spacing=spacing, clip_x0=False), den, sched, x_T)
+        return (out - exact).abs().max().item()
+
+    for spacing in SPACINGS:
+        for steps in (10, 20, 50):
+            assert error("dpm++2m", steps, spacing) < error("ddim", steps, spacing), (spacing, steps)
+        assert error("dpm++2m", 50, spacing) < 0.01
+    assert error("dpm++2m", 20, "quadratic") < 0.05
+
+
+def run_spec(spec, den, sched, x_T):
+    return list(iter_sampler(spec, den, sched, x_T))[-1].x_t

@@ -56,7 +56,7 @@ def test_bad_config_files(tmp_path):
 
 
 def test_every_field_has_label_and_help():
-    for cls in [*c.SECTION_TYPES.values(), c.SampleConfig]:
+    for cls in [*c.SECTION_TYPES.values(), c.SampleConfig, c.InterpolationConfig]:
         for f in dataclasses.fields(cls):
             assert f.metadata["label"] and f.metadata["help"], f.name
             c.field_kind(f)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
-from ddpm_studio.core.demo_data import generate_demo_images
 
 from ddpm_studio.core.checkpoint import load_checkpoint
+from ddpm_studio.core.demo_data import generate_demo_images
 from ddpm_studio.core.objectives import per_sample_loss
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.core.unet import UNet, preset_config

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ddpm_studio.core.choices import SAMPLER_NAMES
+from ddpm_studio.core.choices import DETERMINISTIC_SAMPLERS, SAMPLER_NAMES
 from ddpm_studio.core.samplers.base import SPACINGS, Denoiser, SampleStep, timestep_sequence
 from ddpm_studio.core.samplers.ddim import ddim_steps
 from ddpm_studio.core.samplers.ddpm import VARIANCES, ddpm_steps
+from ddpm_studio.core.samplers.dpm_solver import dpm_solver_steps
 from ddpm_studio.core.schedules import NoiseSchedule
 
 __all__ = [
+    "DETERMINISTIC_SAMPLERS",
     "SAMPLER_NAMES",
     "SPACINGS",
     "VARIANCES",
@@ -28,7 +30,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """How to sample: which sampler and its knobs. ``num_steps`` is ignored by DDPM (always T)."""
+    """How to sample: which sampler and its knobs. ``num_steps`` is ignored by DDPM (always T);
+    ``eta`` is DDIM's only; DPM-Solver++ is deterministic and ignores ``eta`` and ``variance``."""
 
     name: str = "ddim"
     num_steps: int = 50
@@ -36,6 +39,11 @@ class SamplerSpec:
     spacing: str = "uniform"
     variance: str = "beta_tilde"
     clip_x0: bool = True
+
+    @property
+    def deterministic(self) -> bool:
+        """True when x_T fully determines the sample (what interpolation between seeds needs)."""
+        return self.name in DETERMINISTIC_SAMPLERS and (self.name != "ddim" or self.eta == 0)
 
     def steps_for(self, num_timesteps: int) -> int:
         """How many denoiser calls this spec makes with a T-step schedule."""
@@ -63,6 +71,15 @@ def iter_sampler(
             eta=spec.eta,
             spacing=spec.spacing,
             generator=generator,
+            clip_x0=spec.clip_x0,
+        )
+    if spec.name == "dpm++2m":
+        return dpm_solver_steps(
+            denoise,
+            schedule,
+            x_T,
+            num_steps=min(spec.num_steps, schedule.num_timesteps),
+            spacing=spec.spacing,
             clip_x0=spec.clip_x0,
         )
     raise ValueError(f"Unknown sampler {spec.name!r}; choose one of {SAMPLER_NAMES}")

@@ -1,0 +1,102 @@
+"""Interpolation between two seeds: slerp their x_T, decode every point with a deterministic sampler,
+save the row of images as one strip PNG.
+
+A deterministic sampler (DDIM with η = 0, or DPM-Solver++) makes the image a smooth function of x_T,
+so the strip morphs instead of flickering, and its ends are exactly the images ``sample`` gives for
+the two seeds. Conditional models get one row per class when Class is "all".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpm_studio.core.interpolation import slerp_path
+from ddpm_studio.services import config as config_mod
+from ddpm_studio.services.conditioning import class_index
+from ddpm_studio.services.control import RunControl
+from ddpm_studio.services.events import SamplesReady, Status
+from ddpm_studio.services.imaging import make_grid, save_png
+from ddpm_studio.services.sampling import (
+    LoadedModel,
+    denoise_batches,
+    load_for_sampling,
+    resolve_device,
+    sampler_spec,
+    seed_noise,
+)
+
+
+def interpolation_errors(sample: config_mod.SampleConfig, interp: config_mod.InterpolationConfig) -> list[str]:
+    """Problems with these settings for an interpolation, as sentences (empty = fine)."""
+    errors = config_mod.field_errors(sample) + config_mod.field_errors(interp)
+    if not sampler_spec(sample).deterministic:
+        errors.append(f"Interpolation needs a deterministic sampler: ddim with η = 0, or dpm++2m "
+                      f"(got {sample.sampler}{f' with η = {sample.eta:g}' if sample.sampler == 'ddim' else ''})")
+    return errors
+
+
+class InterpolationSession:
+    """Decode ``interp.frames`` slerp points between two seeds; yields SamplingProgress, then SamplesReady."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | LoadedModel,
+        sample: config_mod.SampleConfig,
+        interp: config_mod.InterpolationConfig,
+        out_dir: str | Path,
+        *,
+        control: RunControl | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        prefix: str = "interp",
+    ) -> None:
+        errors = interpolation_errors(sample, interp)
+        if errors:
+            raise config_mod.ConfigError(errors)
+        self.source, self.sample, self.interp, self.out_dir = checkpoint, sample, interp, Path(out_dir)
+        self.control = control or RunControl()
+        self.device_name, self.precision, self.prefix = device, precision, prefix
+
+    def steps(self) -> Iterator[Any]:
+        sc, ic = self.sample, self.interp
+        device = resolve_device(self.source, self.device_name, self.precision)
+        if isinstance(self.source, LoadedModel):
+            loaded = self.source
+        else:
+            yield Status("Loading checkpoint")
+            loaded = load_for_sampling(self.source, device, sc.use_ema)
+        index = class_index(sc.class_label, loaded.class_names)
+        if not loaded.class_names:
+            row_labels = None
+        elif index is None:
+            row_labels = torch.arange(len(loaded.class_names))
+        else:
+            row_labels = torch.tensor([index])
+        rows = 1 if row_labels is None else len(row_labels)
+        # The same x_T as ``sample`` draws for the first image of each seed, so the strip's ends match it.
+        path = slerp_path(seed_noise(ic.seed_from, 1, loaded.image_shape), seed_noise(ic.seed_to, 1, loaded.image_shape),
+                          ic.frames)[:, 0]
+        x_T = path.repeat(rows, 1, 1, 1)
+        labels = None if row_labels is None else row_labels.repeat_interleave(ic.frames)
+        bs = sc.sample_batch_size
+
+        def batch(start: int) -> Any:
+            return lambda: (x_T[start : start + bs], None if labels is None else labels[start : start + bs])
+
+        images = yield from denoise_batches(
+            loaded, sampler_spec(sc), device, [batch(s) for s in range(0, x_T.shape[0], bs)],
+            guidance_scale=sc.guidance_scale, control=self.control,
+        )
+        if images is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        strip = save_png(make_grid(images, ncols=ic.frames), self.out_dir / f"{self.prefix}_seed{ic.seed_from}-{ic.seed_to}.png")
+        extra: dict[str, Any] = {"checkpoint": str(loaded.path), "step": loaded.step, "frames": ic.frames, "rows": rows,
+                                 "seeds": (ic.seed_from, ic.seed_to)}
+        if row_labels is not None:
+            extra["row_classes"] = [loaded.class_names[i] for i in row_labels.tolist()]
+        yield SamplesReady(images, (str(strip),), str(strip), None, extra)
