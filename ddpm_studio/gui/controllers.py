@@ -1,6 +1,6 @@
-"""Presenters between the panels and the services: training and sampling.
+"""The presenter between the run controls and the training service (sampling is in sampling_controller.py).
 
-Each owns a RunControl and one worker thread per run. Clicks call RunControl directly (the worker's
+It owns a RunControl and one worker thread per run. Clicks call RunControl directly (the worker's
 own thread is busy in ``run()``), and only *request* a state; the RunState moves on the worker's
 confirmations, and the buttons follow the RunState.
 """
@@ -8,7 +8,6 @@ confirmations, and the buttons follow the RunState.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from ddpm_studio.gui import dialogs
 from ddpm_studio.gui.state import RunState, next_state
-from ddpm_studio.gui.workers import SampleWorker, TrainWorker, WorkerThread
+from ddpm_studio.gui.workers import TrainWorker, WorkerThread
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl
 
@@ -108,6 +107,13 @@ class TrainingController(QObject):
             return None  # (the thread may have ended with its done signal still queued)
         return self.worker.request_snapshot()
 
+    def live_class_names(self) -> tuple[str, ...] | None:
+        """The classes of the running run's model (empty = unconditional), or None while not known yet."""
+        session = getattr(self.worker, "session", None)
+        if not self.state.active or session is None or not hasattr(session, "class_names"):
+            return None
+        return tuple(session.class_names)
+
     def is_running(self) -> bool:
         """True from Start until the GUI thread has handled the worker thread's end (not just until it ended)."""
         return self.thread is not None
@@ -192,109 +198,3 @@ class TrainingController(QObject):
         self.thread = None
         self.worker = None
         self.runEnded.emit(ended)
-
-
-class SamplingController(QObject):
-    """Generates images in a worker thread; saves the results where the user asks."""
-
-    busyChanged = Signal(bool)
-    samplesReady = Signal(object)
-
-    def __init__(self, panel: Any, parent_widget: Any = None) -> None:
-        super().__init__()
-        self.panel, self.parent_widget = panel, parent_widget
-        self.control: RunControl | None = None
-        self.thread: WorkerThread | None = None
-        self.result: ev.SamplesReady | None = None
-        panel.cancelRequested.connect(self.cancel)
-
-    def generate(self, source: Any, sample_cfg: Any, out_dir: str | Path, snapshot: Any = None) -> bool:
-        """Sample from ``source`` (a checkpoint path or run folder) or ``snapshot`` (a Future of a live model copy)."""
-        if self.is_running():
-            return False
-        self.control = RunControl()
-        control = self.control
-        self.result = None
-
-        def factory() -> Any:
-            from ddpm_studio.services.sampling import SamplingSession
-
-            model = source
-            if snapshot is not None:
-                model = snapshot.result(timeout=600)
-            return SamplingSession(model, sample_cfg, out_dir, control=control, save_trajectory=True)
-
-        worker = SampleWorker(factory, control)
-        worker.progress.connect(self.panel.show_progress)
-        worker.event.connect(self._on_event)
-        self.thread = WorkerThread(worker, self)
-        self.thread.done.connect(self._on_done)
-        self.panel.set_busy(True)
-        self.panel.set_message("Loading the model…")
-        self.busyChanged.emit(True)
-        self.thread.start()
-        return True
-
-    def cancel(self) -> None:
-        if self.control is not None:
-            self.control.stop()
-            self.panel.set_message("Cancelling…")
-
-    def is_running(self) -> bool:
-        """True from Generate until the GUI thread has handled the worker thread's end."""
-        return self.thread is not None
-
-    def shutdown(self, timeout_ms: int = 60_000) -> bool:
-        self.cancel()
-        if self.thread is not None and self.thread.is_running():
-            return self.thread.wait(timeout_ms)
-        return True
-
-    def _on_event(self, event: Any) -> None:
-        if isinstance(event, ev.Status):
-            self.panel.set_message(event.message)
-        elif isinstance(event, ev.SamplesReady):
-            self.result = event
-            self.panel.show_results(event.images, event.paths, event.trajectory_path is not None)
-            log.info("Generated %d images in %s", len(event.images), Path(event.paths[0]).parent if event.paths else "?")
-            self.samplesReady.emit(event)
-        elif isinstance(event, ev.RunFailed):
-            dialogs.show_error(self.parent_widget, "Generation failed", event.message, event.detail)
-
-    def _on_done(self) -> None:
-        cancelled = self.control is not None and self.control.stop_requested
-        self.thread = None
-        self.panel.set_busy(False)
-        if cancelled:
-            self.panel.set_message("Cancelled")
-        self.busyChanged.emit(False)
-
-    # -- saving -----------------------------------------------------------------------------------------
-    def save_images(self, indices: list[int] | None, folder: str | Path) -> list[Path]:
-        """Copy the chosen (or all) generated PNGs into ``folder``; returns the written files."""
-        if self.result is None:
-            return []
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        chosen = range(len(self.result.paths)) if indices is None else indices
-        written = []
-        for i in chosen:
-            src = Path(self.result.paths[i])
-            dst = folder / src.name
-            if dst.resolve() != src.resolve():
-                shutil.copyfile(src, dst)
-            written.append(dst)
-        return written
-
-    def save_grid(self, path: str | Path, indices: list[int] | None = None) -> Path:
-        from ddpm_studio.services.imaging import make_grid, save_png
-
-        assert self.result is not None
-        images = self.result.images if not indices else self.result.images[indices]
-        return save_png(make_grid(images), Path(path))
-
-    def save_gif(self, path: str | Path) -> Path | None:
-        if self.result is None or not self.result.trajectory_path:
-            return None
-        shutil.copyfile(self.result.trajectory_path, path)
-        return Path(path)

@@ -243,10 +243,11 @@ class RunsController(QObject):
         if path:
             self.load_into_generate(path)
 
-    def output_dir(self, source: str, cfg: config_mod.SampleConfig) -> Path:
-        """Where a generation's files go: the run's samples/ folder (never the package folder)."""
+    def output_dir(self, source: str, cfg: config_mod.SampleConfig, tag: str = "") -> Path:
+        """Where a generation's files go: the run's samples/ folder (never the package folder); ``tag``
+        ("interp", "eval") names what was made."""
         steps = "" if cfg.sampler == "ddpm" else str(cfg.steps)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + (f"-{tag}" if tag else "")
         if source == LIVE and self.current_run is not None:
             return self.current_run.samples_dir / f"live-{stamp}-{cfg.sampler}{steps}-seed{cfg.sample_seed}"
         p = Path(source)

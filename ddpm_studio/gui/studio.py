@@ -17,12 +17,13 @@ from PySide6.QtCore import QObject, QTimer
 from ddpm_studio import __version__
 from ddpm_studio.gui import background, dialogs
 from ddpm_studio.gui.config_controller import ConfigController
-from ddpm_studio.gui.controllers import SamplingController, TrainingController
+from ddpm_studio.gui.controllers import TrainingController
+from ddpm_studio.gui.generate_actions import GenerateActions
 from ddpm_studio.gui.main_window import MainWindow
 from ddpm_studio.gui.runs_controller import RunsController
+from ddpm_studio.gui.sampling_controller import SamplingController
 from ddpm_studio.gui.settings import AppSettings
 from ddpm_studio.gui.state import RunState
-from ddpm_studio.gui.widgets.generate_panel import LIVE
 from ddpm_studio.gui.widgets.hparam_panel import default_config
 
 log = logging.getLogger("ddpm_studio.gui")
@@ -52,13 +53,7 @@ class Studio(QObject):
         self.training.runEnded.connect(self._on_run_ended)
         w.dataset_panel.folderChosen.connect(self._on_folder_chosen)
         w.loss_plot.diverged.connect(lambda step: log.warning("The loss became NaN or infinite at step %d", step))
-        gp = w.generate_panel
-        gp.generateRequested.connect(self.generate)
-        gp.browseRequested.connect(self.runs.browse_checkpoint)
-        gp.saveSelectedRequested.connect(lambda: self.save_images(selected=True))
-        gp.saveAllRequested.connect(lambda: self.save_images(selected=False))
-        gp.saveGridRequested.connect(self.save_grid)
-        gp.saveGifRequested.connect(self.save_gif)
+        self.generating = GenerateActions(w, self.sampling, self.training, self.runs, settings, lambda: self.torch_ready)
         self.sampling.busyChanged.connect(lambda _b: self.runs.update_generate_sources())
 
         m = w.menu_actions
@@ -137,6 +132,7 @@ class Studio(QObject):
             self.w.device_label.setText(f"Device: {info['reason']}")
             self.w.dataset_panel.go_live()
             self.config.torch_ready()
+            self.generating.refresh_classes()
             if offer_interrupted:
                 self.runs.offer_interrupted()
 
@@ -187,51 +183,7 @@ class Studio(QObject):
 
     # -- generating -------------------------------------------------------------------------------------
     def generate(self) -> None:
-        panel = self.w.generate_panel
-        sample_cfg, errors = panel.sample_config()
-        if errors or self.sampling.is_running():
-            return
-        source = panel.source_value()
-        if not source:
-            dialogs.show_error(self.w, "No model", "Train a model first, or Browse… for a checkpoint or run folder.")
-            return
-        snapshot = None
-        if source == LIVE:
-            snapshot = self.training.live_snapshot()
-            if snapshot is None:
-                dialogs.show_error(self.w, "No live model", "The run has ended; choose one of its checkpoints instead.")
-                return
-        self.settings.save_sample_config(sample_cfg)
-        self.w.tabs.setCurrentWidget(panel)
-        self.sampling.generate(source, sample_cfg, self.runs.output_dir(source, sample_cfg), snapshot)
-
-    def save_images(self, selected: bool) -> list[Any]:
-        indices = self.w.generate_panel.selected_indices() if selected else None
-        folder = dialogs.choose_directory(self.w, "Save images to folder", self.settings.get_str("generate/save_dir"))
-        if not folder:
-            return []
-        self.settings.set("generate/save_dir", folder)
-        return self._guarded("Cannot save images", lambda: self.sampling.save_images(indices, folder)) or []
-
-    def save_grid(self) -> None:
-        path = dialogs.choose_save_file(self.w, "Save grid image", "samples_grid.png", "PNG images (*.png)")
-        if path:
-            indices = self.w.generate_panel.selected_indices() or None
-            self._guarded("Cannot save the grid", lambda: self.sampling.save_grid(path, indices))
-
-    def save_gif(self) -> None:
-        path = dialogs.choose_save_file(self.w, "Save trajectory GIF", "trajectory.gif", "GIF animations (*.gif)")
-        if path:
-            self._guarded("Cannot save the GIF", lambda: self.sampling.save_gif(path))
-
-    def _guarded(self, title: str, action: Any) -> Any:
-        try:
-            result = action()
-        except OSError as exc:
-            dialogs.show_error(self.w, title, f"{exc.filename or ''}: {exc.strerror or exc}")
-            return None
-        log.info("Saved %s", result if not isinstance(result, list) else f"{len(result)} file(s)")
-        return result
+        self.generating.generate()
 
     # -- status bar -------------------------------------------------------------------------------------
     def _update_memory(self) -> None:

@@ -180,14 +180,16 @@ def snapshot_model(session: Any) -> Any:
     if ema is None:
         raise RuntimeError("The run has no model yet (it is still loading images)")
     model = copy.deepcopy(ema.model).eval().requires_grad_(False)
-    return LoadedModel(model, session.cfg, session.schedule, int(session.step), Path(session.run.path))
+    classes = tuple(getattr(session, "class_names", ()))  # a conditional run's live model needs its classes
+    return LoadedModel(model, session.cfg, session.schedule, int(session.step), Path(session.run.path), classes)
 
 
 class SampleWorker(QObject):
-    """Runs ``factory()`` (a SamplingSession); progress is coalesced to the latest step plus the newest frame."""
+    """Runs ``factory()`` (a sampling, interpolation or evaluation session); progress is coalesced to the
+    latest step plus the newest frame."""
 
     progress = Signal(object)  # SamplingProgress
-    event = Signal(object)  # Status, SamplesReady, RunFailed
+    event = Signal(object)  # Status, SamplesReady, EvaluationReady, RunFailed
     finished = Signal()
 
     def __init__(self, factory: Callable[[], Any], control: RunControl, interval: float = PROGRESS_INTERVAL) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
+from ddpm_studio.core.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint
 from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
@@ -73,6 +73,22 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
     return LoadedModel(model, cfg, build_schedule(cfg), int(ckpt["step"]), ckpt_path, class_names)
+
+
+def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
+    """The classes a checkpoint (or a run folder's newest one) was trained with; empty = unconditional.
+
+    Memory-maps the file so a multi-GB checkpoint is not read just for its class list (falls back to
+    :func:`load_checkpoint`, whose CheckpointError says what is wrong). Still file I/O: call it off the GUI thread.
+    """
+    ckpt_path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        ckpt = None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME or "config" not in ckpt:
+        ckpt = load_checkpoint(ckpt_path)
+    return tuple(str(n) for n in ckpt.get("class_names", ()))
 
 
 def seed_noise(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:

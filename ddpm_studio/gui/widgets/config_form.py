@@ -159,6 +159,17 @@ class ConfigForm(QWidget):
                 editor.setStyleSheet("")
                 editor.setToolTip(self._tooltips[name])
 
+    def set_field_enabled(self, name: str, enabled: bool, reason: str = "") -> None:
+        """Enable a field, or disable it with ``reason`` first in its tooltip (a setting that does not apply)."""
+        editor = self.editors[name]
+        tip = self._tooltips[name] if enabled or not reason else f"{reason}\n\n{self._tooltips[name]}"
+        editor.setEnabled(enabled)
+        editor.setToolTip(tip)
+        label = self.form_layout.labelForField(editor)
+        if label is not None:
+            label.setEnabled(enabled)
+            label.setToolTip(tip)
+
     def set_placeholder(self, name: str, text: str) -> None:
         editor = self.editors.get(name)
         if isinstance(editor, QLineEdit):

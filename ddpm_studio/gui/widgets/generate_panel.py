@@ -1,12 +1,15 @@
-"""Generate panel: choose a model (live run, a checkpoint or a run), sampler settings, then generate.
+"""Generate panel: choose a model (live run, a checkpoint or a run), sampler settings, then generate,
+interpolate between two seeds, or evaluate the model against its training set.
 
-The sampler settings are generated from SampleConfig's metadata like the training form. While
-sampling, the newest predicted-x0 grid is shown live; the results appear as a selectable grid
-that can be saved (selection or all as PNG files, a grid image, the trajectory as a GIF).
+The sampler settings are generated from SampleConfig's metadata like the training form; the Class
+field lists the chosen model's classes (generate_tools.py). While sampling, the newest predicted-x0
+grid is shown live; the results appear as a selectable grid that can be saved (selection or all as
+PNG files, a grid image, the trajectory as a GIF); an evaluation's report shows as text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -28,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ddpm_studio.gui.widgets.config_form import ConfigForm
+from ddpm_studio.gui.widgets.generate_tools import UNCONDITIONAL_TIP, ClassChoice, EvaluateBox, InterpolateBox
 from ddpm_studio.gui.widgets.thumbnails import array_to_pixmap
 from ddpm_studio.services import config as config_mod
 
@@ -38,6 +43,9 @@ class GeneratePanel(QWidget):
     """View of the sampling controller."""
 
     generateRequested = Signal()
+    interpolateRequested = Signal()
+    evaluateRequested = Signal()
+    sourceChanged = Signal(str)  # the chosen model's value (LIVE, a checkpoint or run folder path, or "")
     cancelRequested = Signal()
     browseRequested = Signal()
     saveSelectedRequested = Signal()
@@ -50,6 +58,7 @@ class GeneratePanel(QWidget):
         super().__init__(parent)
         self.images: np.ndarray | None = None
         self.paths: tuple[str, ...] = ()
+        self._frame: np.ndarray | None = None
         split = QSplitter(Qt.Orientation.Horizontal, self)
         outer = QHBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -67,15 +76,31 @@ class GeneratePanel(QWidget):
         self.browse = QPushButton("Browse…")
         self.browse.setToolTip("Choose a checkpoint file (.pt) or a run folder")
         self.browse.clicked.connect(self.browseRequested)
+        self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
         mrow.addWidget(self.browse)
         col.addWidget(model_box)
-        self.form = ConfigForm(config_mod.SampleConfig)
+        self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label",))
         self.form.edited.connect(self.settingsChanged)
+        self.class_choice = ClassChoice()
+        self.class_choice.currentIndexChanged.connect(self.settingsChanged)
+        guidance_row, _role = self.form.form_layout.getWidgetPosition(self.form.editors["guidance_scale"])
+        class_f = next(f for f in dataclasses.fields(config_mod.SampleConfig) if f.name == "class_label")
+        self.form.form_layout.insertRow(guidance_row, class_f.metadata["label"], self.class_choice)
+        self.interpolate_box = InterpolateBox()
+        self.interpolate_box.interpolateRequested.connect(self.interpolateRequested)
+        self.evaluate_box = EvaluateBox()
+        self.evaluate_box.evaluateRequested.connect(self.evaluateRequested)
+        scrolled = QWidget()
+        scol = QVBoxLayout(scrolled)
+        scol.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.form, self.interpolate_box, self.evaluate_box):
+            scol.addWidget(widget)
+        scol.addStretch(1)
         form_scroll = QScrollArea()
         form_scroll.setWidgetResizable(True)
         form_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        form_scroll.setWidget(self.form)
+        form_scroll.setWidget(scrolled)
         col.addWidget(form_scroll, 1)
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
@@ -121,6 +146,12 @@ class GeneratePanel(QWidget):
         self.results.setToolTip("Click, Ctrl-click or Shift-click to select images to save")
         self.results.hide()
         rcol.addWidget(self.results, 3)
+        self.report = QPlainTextEdit()
+        self.report.setObjectName("evaluation_report")
+        self.report.setReadOnly(True)
+        self.report.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.report.hide()
+        rcol.addWidget(self.report, 2)
         saves = QHBoxLayout()
         saves.addWidget(QLabel("Save:"))
         self.save_buttons: dict[str, QPushButton] = {}
@@ -148,7 +179,8 @@ class GeneratePanel(QWidget):
     # -- model choice -----------------------------------------------------------------------------
     def set_sources(self, sources: list[tuple[str, str]], select: str | None = None) -> None:
         """Fill the model combo with (label, value) pairs; keep the current choice when still offered."""
-        current = select or self.source_value()
+        before = self.source_value()
+        current = select or before
         self.source.blockSignals(True)
         self.source.clear()
         for label, value in sources:
@@ -158,32 +190,45 @@ class GeneratePanel(QWidget):
         index = self.source.findData(current) if current else -1
         self.source.setCurrentIndex(max(0, index))
         self.source.blockSignals(False)
+        if self.source_value() != before:
+            self.sourceChanged.emit(self.source_value())
 
     def source_value(self) -> str:
         value = self.source.currentData()
         return value if isinstance(value, str) else ""
 
+    def set_model_classes(self, classes: tuple[str, ...] | None) -> None:
+        """The chosen model's classes: None = not known (yet), () = unconditional (class and guidance disabled)."""
+        self.class_choice.set_classes(classes)
+        self.form.set_field_enabled("guidance_scale", classes != (), UNCONDITIONAL_TIP)
+
     # -- settings ---------------------------------------------------------------------------------
     def sample_config(self) -> tuple[config_mod.SampleConfig, list[str]]:
         cfg, errors = self.form.read(config_mod.SampleConfig())
+        cfg = dataclasses.replace(cfg, class_label=self.class_choice.value())
         self.form.mark_errors(errors)
         self.error_label.setText("\n".join(errors))
         return cfg, errors
 
     def set_sample_config(self, cfg: config_mod.SampleConfig) -> None:
         self.form.set_section(cfg)
+        self.class_choice.set_value(cfg.class_label)
 
     # -- progress and results ---------------------------------------------------------------------
     def set_busy(self, busy: bool) -> None:
         self.generate_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        self.form.setEnabled(not busy)
-        self.source.setEnabled(not busy)
-        self.browse.setEnabled(not busy)
+        for widget in (self.form, self.interpolate_box, self.evaluate_box, self.source, self.browse):
+            widget.setEnabled(not busy)
         if busy:
+            self.error_label.clear()
             self.results.hide()
+            self.report.hide()
             self.live.show()
+            self._frame = None
             self.live.setText("Starting…")
+            self.live.setToolTip("")
+            self.progress.setToolTip("")
             for b in self.save_buttons.values():
                 b.setEnabled(False)
 
@@ -194,11 +239,48 @@ class GeneratePanel(QWidget):
         self.progress.setFormat(f"step {progress.done:,} / {progress.total:,} · batch {progress.batch}/{progress.batches}"
                                 f" · ETA {int(eta // 60)}:{int(eta % 60):02d}")
         if progress.frame is not None:
-            pix = array_to_pixmap(progress.frame, size=max(64, min(self.live.width(), self.live.height()) - 8))
-            self.live.setPixmap(pix)
+            self._frame = progress.frame
+            self._fit_live()
+
+    def _fit_live(self) -> None:
+        """Show the newest x0-prediction grid as large as the live area is now."""
+        if self._frame is not None and self.live.isVisible():
+            self.live.setPixmap(array_to_pixmap(self._frame, size=max(64, min(self.live.width(), self.live.height()) - 8)))
 
     def set_message(self, text: str) -> None:
         self.progress.setFormat(text)
+
+    def show_failure(self, title: str, message: str) -> None:
+        self.error_label.setText(message)
+        self.progress.setFormat(title)
+
+    def show_strip(self, images: np.ndarray, strip_path: str | None, frames: int) -> None:
+        """An interpolation: the strip (rows of ``frames`` images) above its frames, which save like any results."""
+        from ddpm_studio.services.imaging import make_grid
+
+        self.show_results(images, (), False)
+        for i in range(len(images)):
+            self.results.item(i).setToolTip(f"Frame {i % frames + 1} of {frames} · strip: {strip_path}")
+        size = max(64, self.live.width() - 8)
+        self.live.setPixmap(array_to_pixmap(make_grid(images, ncols=frames), size=size))
+        self.live.setToolTip(strip_path or "")
+        self.live.show()
+        rows = len(images) // max(1, frames)
+        self.progress.setFormat(f"Strip of {frames} frames" + (f" × {rows} classes" if rows > 1 else "") + " saved")
+        self.progress.setToolTip(strip_path or "")
+
+    def show_report(self, lines: tuple[str, ...], path: str | None, grid: str | None = None) -> None:
+        """An evaluation's result in words, and where its report and image grid were written."""
+        text = list(lines)
+        if path:
+            text += ["", f"Report written to {path}"]
+        if grid:
+            text.append(f"Evaluated images: {grid}")
+        self.report.setPlainText("\n".join(text))
+        self.report.show()
+        QTimer.singleShot(0, self._fit_live)  # the report took some of the live area: shrink its last frame to fit
+        self.progress.setValue(self.progress.maximum())
+        self.progress.setFormat("Evaluation finished")
 
     def show_results(self, images: np.ndarray, paths: tuple[str, ...], has_gif: bool) -> None:
         self.images, self.paths = images, paths

@@ -1,0 +1,148 @@
+"""The Generate panel's class choice, interpolation strip and evaluation, on tiny demo-trained checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from ddpm_studio.services.config import InterpolationConfig, SampleConfig
+from tests.gui.conftest import tiny_config
+
+WAIT = 60_000
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: Any) -> dict[str, Path]:
+    """One-step tiny runs on the 16x16 demo shapes: an unconditional and a class-conditional checkpoint."""
+    from ddpm_studio.services.control import drive
+    from ddpm_studio.services.runs import RunFolder
+    from ddpm_studio.services.training import TrainingSession
+
+    base = tmp_path_factory.mktemp("ckpts")
+    made = {}
+    for name, conditional in (("plain", False), ("cond", True)):
+        cfg = tiny_config(data={"source": "demo", "conditional": conditional},
+                          optim={"total_steps": 1}, schedule={"preview_every": 0})
+        drive(TrainingSession(cfg, runs_dir=base, run_name=name).steps(), lambda _e: None)
+        made[name] = RunFolder(base / name).latest_checkpoint().path
+    return made
+
+
+def choose(studio: Any, path: Path) -> None:
+    studio.runs.load_into_generate(str(path))
+    assert studio.w.generate_panel.source_value() == str(path)
+
+
+def test_class_field_lists_a_conditional_models_classes_and_is_off_for_unconditional(app_handle, qtbot, checkpoints) -> None:
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    classes, guidance = panel.class_choice, panel.form.editors["guidance_scale"]
+
+    choose(studio, checkpoints["cond"])
+    qtbot.waitUntil(lambda: panel.class_choice.classes is not None, timeout=WAIT)
+    assert [classes.itemText(i) for i in range(classes.count())] == ["all (one row per class)", "circle", "square", "triangle"]
+    assert classes.isEnabled() and guidance.isEnabled()
+    classes.setCurrentIndex(classes.findText("square"))
+    assert panel.sample_config()[0].class_label == "square"
+
+    choose(studio, checkpoints["plain"])
+    qtbot.waitUntil(lambda: panel.class_choice.classes == (), timeout=WAIT)
+    assert not classes.isEnabled() and not guidance.isEnabled()
+    assert "without classes" in classes.toolTip() and "without classes" in guidance.toolTip()
+    assert classes.count() == 1 and panel.sample_config()[0].class_label == "all"
+
+    choose(studio, checkpoints["cond"])  # read once, then cached; the earlier choice comes back
+    qtbot.waitUntil(lambda: classes.isEnabled() and guidance.isEnabled(), timeout=WAIT)
+    assert classes.count() == 4 and classes.currentText() == "square"
+
+
+def test_live_model_copy_keeps_the_runs_classes() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from ddpm_studio.gui.workers import snapshot_model
+
+    session = SimpleNamespace(ema=SimpleNamespace(model=torch.nn.Linear(1, 1)), cfg=None, schedule=None, step=3,
+                              run=SimpleNamespace(path="/tmp/run"), class_names=("a", "b"))
+    assert snapshot_model(session).class_names == ("a", "b")
+
+
+def test_interpolate_shows_a_strip_of_frames_that_saves(app_handle, dialogs, qtbot, checkpoints, tmp_path: Path) -> None:
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    assert panel.interpolate_box.interp_config() == (InterpolationConfig(), [])  # the defaults are shown
+    choose(studio, checkpoints["plain"])
+    panel.set_sample_config(SampleConfig(sampler="dpm++2m", steps=3, sample_batch_size=8))
+    frames = 5
+    panel.interpolate_box.set_interp_config(InterpolationConfig(seed_from=2, seed_to=7, frames=frames))
+    panel.interpolate_box.button.click()
+    assert panel.cancel_button.isEnabled() and not panel.evaluate_box.button.isEnabled()
+    qtbot.waitUntil(lambda: studio.sampling.result is not None and not studio.sampling.is_running(), timeout=WAIT)
+    result = studio.sampling.result
+    assert result.images.shape[0] == frames and panel.results.count() == frames
+    strip = Path(result.grid_path)
+    assert strip.name == "interp_seed2-7.png" and Image.open(strip).size[0] > frames * 16
+    assert "-interp2-7-" in strip.parent.name and not panel.live.pixmap().isNull()
+
+    dialogs.directory = str(tmp_path / "all")
+    panel.save_buttons["all"].click()
+    assert len(list((tmp_path / "all").glob("interp_seed2-7_*.png"))) == frames and (tmp_path / "all" / strip.name).exists()
+    panel.results.item(0).setSelected(True)
+    panel.results.item(4).setSelected(True)
+    dialogs.directory = str(tmp_path / "sel")
+    panel.save_buttons["selected"].click()
+    assert sorted(p.name for p in (tmp_path / "sel").iterdir()) == ["interp_seed2-7_00000.png", "interp_seed2-7_00004.png"]
+    panel.results.clearSelection()
+    dialogs.save_file = str(tmp_path / "strip.png")
+    panel.save_buttons["grid"].click()
+    assert Image.open(tmp_path / "strip.png").size == Image.open(strip).size  # one row of frames, like the strip
+    assert not panel.save_buttons["gif"].isEnabled()
+
+    # A random sampler cannot interpolate: the session's message is shown, and nothing is made.
+    panel.set_sample_config(SampleConfig(sampler="ddpm"))
+    panel.interpolate_box.button.click()
+    qtbot.waitUntil(lambda: not studio.sampling.is_running(), timeout=WAIT)
+    assert studio.sampling.result is None
+    title, text = dialogs_errors()[-1]
+    assert title == "Interpolation failed" and "deterministic sampler" in text
+    assert "deterministic sampler" in panel.error_label.text()
+
+
+def test_evaluate_shows_the_demo_score_and_the_report(app_handle, qtbot, checkpoints, monkeypatch, tmp_path: Path) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "no-hub"))  # no Inception weights: FID says why
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    choose(studio, checkpoints["plain"])
+    panel.evaluate_box.images.setValue(4)
+    panel.evaluate_box.button.click()
+    qtbot.waitUntil(lambda: studio.sampling.report is not None and not studio.sampling.is_running(), timeout=WAIT)
+    text = panel.report.toPlainText()
+    assert panel.report.isVisible()
+    assert "Evaluated step 1 with 4 images (dpm++2m 20 steps" in text
+    assert "Demo shape score:" in text and "FID/KID skipped" in text
+    report_path = Path(studio.sampling.report.path)
+    assert f"Report written to {report_path}" in text
+    assert json.loads(report_path.read_text())["num_images"] == 4
+    assert panel.generate_button.isEnabled() and panel.evaluate_box.button.isEnabled()
+
+
+def test_evaluate_can_be_cancelled(app_handle, qtbot, checkpoints) -> None:
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    choose(studio, checkpoints["plain"])
+    panel.evaluate_box.images.setValue(100_000)
+    panel.evaluate_box.button.click()
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=WAIT)
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not studio.sampling.is_running(), timeout=WAIT)
+    assert studio.sampling.report is None and panel.progress.format() == "Cancelled"
+    assert not panel.report.isVisible() and panel.evaluate_box.button.isEnabled()
+
+
+def dialogs_errors() -> list[tuple[str, str]]:
+    from ddpm_studio.gui import dialogs as dlg
+
+    return list(dlg.shown_errors)
