@@ -9,6 +9,8 @@ Examples::
     ddpm-studio sample RUN_OR_CHECKPOINT --class-label circle --guidance-scale 2   # conditional runs
     ddpm-studio interpolate RUN_OR_CHECKPOINT --seed-from 3 --seed-to 7 --frames 9
     ddpm-studio evaluate RUN_OR_CHECKPOINT --num-images 500
+    torchrun --nproc_per_node 4 -m ddpm_studio train --batch-size 32   # 4 GPUs (DDP); effective batch 128
+    ddpm-studio --self-test                              # train, sample, exit 0 (smoke test of a built app)
 
 Every training flag is generated from the config dataclasses (``services/config.py``), so
 ``ddpm-studio train --help`` always lists every setting with its range.
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train and sample DDPM diffusion models on your own images.")
     parser.add_argument("--version", action="version", version=f"DDPM Studio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Show debug logging")
+    parser.add_argument("--self-test", action="store_true",
+                        help="Without a display: train a tiny model for a few steps, sample, build the window offscreen, "
+                             "in a temporary folder; exit 0 when all works (smoke test of an installed or bundled app)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="Train a model (Ctrl-C saves a checkpoint and exits)")
@@ -133,7 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_gui()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    from ddpm_studio.services.distributed import env_rank
+
+    rank = env_rank()  # under torchrun, the other ranks log warnings and errors only, marked with their rank
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(levelname)s: %(message)s" if rank == 0 else f"[rank {rank}] %(levelname)s: %(message)s")
+    if args.self_test:
+        from ddpm_studio.selftest import run_self_test
+
+        return run_self_test()
     if args.command is None:
         parser.print_help()
         return 0
@@ -154,38 +167,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run_with_ctrl_c(session: Any, printer: EventPrinter) -> None:
-    """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts."""
+def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = False) -> None:
+    """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts.
+
+    ``also_sigterm``: SIGTERM stops gracefully too (torchrun passes Ctrl-C to its workers as one SIGINT, and a
+    cluster's or torchrun's shutdown as SIGTERM, then waits 30 s before SIGKILL).
+    """
     from ddpm_studio.services.control import drive
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         if session.control.stop_requested:
             signal.default_int_handler(signum, frame)
         printer.note("Stopping: saving a checkpoint (press Ctrl-C again to abort without saving)")
         session.control.stop()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    signums = (signal.SIGINT, signal.SIGTERM) if also_sigterm else (signal.SIGINT,)
+    previous = {signum: signal.signal(signum, on_signal) for signum in signums}
     try:
         drive(session.steps(), printer)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         printer.close()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.distributed import env_rank, launched_by_torchrun
     from ddpm_studio.services.training import TrainingSession
 
     overrides = overrides_from(args)
+    distributed = launched_by_torchrun()  # torchrun --nproc_per_node N: DDP, rank 0 writes the run folder
     if args.resume:
         from ddpm_studio.services.runs import resolve_checkpoint
 
-        session = TrainingSession(resume_from=resolve_checkpoint(args.resume), overrides=overrides, runs_dir=args.runs_dir)
+        session = TrainingSession(resume_from=resolve_checkpoint(args.resume), overrides=overrides, runs_dir=args.runs_dir,
+                                  distributed=distributed)
     else:
         base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()
         cfg = config_mod.check(config_mod.from_dict(overrides, base=base))
-        session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=args.name)
-    printer = EventPrinter()
-    _run_with_ctrl_c(session, printer)
+        session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=args.name, distributed=distributed)
+    printer = EventPrinter(quiet=env_rank() != 0)
+    _run_with_ctrl_c(session, printer, also_sigterm=distributed)
     return 0 if printer.outcome in ("completed", "stopped") else 1
 
 

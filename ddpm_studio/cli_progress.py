@@ -24,10 +24,27 @@ def bar(done: int, total: int, width: int = 24) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-class EventPrinter:
-    """Callable sink: redraws the bar at most every ``interval`` s (a TTY) or prints a line every ``line_every`` s."""
+def batch_breakdown(event: ev.RunStarted) -> str:
+    """How the effective batch comes about, e.g. " = 8 per device × 2 processes × 4 accumulation steps" ("" for 1 x 1)."""
+    if not event.batch_per_device or (event.world_size == 1 and event.grad_accum == 1):
+        return ""
+    parts = [f"{event.batch_per_device} per device"]
+    if event.world_size > 1:
+        parts.append(f"{event.world_size} processes")
+    if event.grad_accum > 1:
+        parts.append(f"{event.grad_accum} accumulation steps")
+    return " = " + " × ".join(parts)
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 0.2, line_every: float = 10.0) -> None:
+
+class EventPrinter:
+    """Callable sink: redraws the bar at most every ``interval`` s (a TTY) or prints a line every ``line_every`` s.
+
+    ``quiet`` prints nothing but still records the outcome (the other ranks of a torchrun job: rank 0 reports).
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.2, line_every: float = 10.0,
+                 quiet: bool = False) -> None:
+        self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.interval = interval if self.tty else line_every
@@ -38,6 +55,8 @@ class EventPrinter:
 
     def note(self, message: str) -> None:
         """A line of its own, above the bar."""
+        if self.quiet:
+            return
         if self._bar_shown:
             self.stream.write("\n")
             self._bar_shown = False
@@ -46,7 +65,7 @@ class EventPrinter:
 
     def _progress(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if self.quiet or (not force and now - self._last < self.interval):
             return
         self._last = now
         if self.tty:
@@ -78,7 +97,7 @@ class EventPrinter:
         elif isinstance(event, ev.RunStarted):
             verb = f"Resuming from {event.resumed_from} at step {event.step}" if event.resumed_from else "Training"
             self.note(f"{verb}: {event.parameters / 1e6:.2f}M parameters on {event.device_reason}")
-            self.note(f"Data: {event.dataset}; effective batch {event.effective_batch}")
+            self.note(f"Data: {event.dataset}; effective batch {event.effective_batch}{batch_breakdown(event)}")
             self.note(f"Run folder: {event.run_dir}")
         elif isinstance(event, ev.PreviewReady):
             val = f", validation loss {event.val_loss:.4f}" if event.val_loss is not None else ""

@@ -2,7 +2,8 @@
 
 The order is a pure function of (seed, epoch): each epoch is ``randperm`` from a generator
 seeded with both, so resuming needs only (epoch, position), no sampler state. Under
-torchrun, rank r takes every world-th index of the same permutation (a distributed sampler).
+torchrun, rank r takes every world-th index of the same permutation (a distributed sampler);
+checkpoints keep the position in global samples, so a run resumes under another world size.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ class BatchCursor:
     @classmethod
     def from_state(cls, state: dict[str, int]) -> BatchCursor:
         return cls(int(state["epoch"]), int(state["position"]))
+
+    def global_state(self, world: int) -> dict[str, int]:
+        """The cursor in global samples: ranks move in step, so ``world`` x this rank's position are used up."""
+        return {"epoch": self.epoch, "position": self.position * world}
+
+    @classmethod
+    def from_global_state(cls, state: dict[str, int], world: int) -> BatchCursor:
+        """A rank's cursor under ``world`` ranks from :meth:`global_state` saved under any world size.
+
+        Rank r's position p is global index p * world + r, so the first ``position`` samples of the epoch
+        are skipped exactly when ``world`` divides it (else up to world - 1 of them are seen again).
+        """
+        return cls(int(state["epoch"]), int(state["position"]) // world)
 
 
 class BatchStream:

@@ -30,9 +30,12 @@ class RunStarted:
     parameters: int
     dataset: str
     num_images: int
-    effective_batch: int
+    effective_batch: int  # images per optimisation step, all processes: batch_per_device x world_size x grad_accum
     resumed_from: str | None = None
     warnings: tuple[str, ...] = ()
+    world_size: int = 1  # training processes (torchrun); 1 = a single process
+    batch_per_device: int = 0
+    grad_accum: int = 1
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,15 @@
 resume and stop arrive through a :class:`RunControl` from any thread and act between
 steps; stop (or closing the generator) writes a checkpoint first. A non-finite loss or
 gradient stops the run before the optimizer applies it, so the last checkpoint stays good.
+
+Under torchrun (``distributed=True``) every process runs this same loop on its share of each
+global batch, with the model in DistributedDataParallel; rank 0 alone writes the run folder
+(see :mod:`ddpm_studio.services.distributed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -27,6 +32,7 @@ from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
 from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
 from ddpm_studio.services.control import RunControl
+from ddpm_studio.services.distributed import Distributed, start
 from ddpm_studio.services.events import (
     CheckpointFailed,
     CheckpointSaved,
@@ -100,7 +106,9 @@ class TrainingSession:
         resume_from: str | Path | None = None,
         control: RunControl | None = None,
         overrides: dict[str, dict[str, Any]] | None = None,
+        distributed: bool = False,
     ) -> None:
+        """``distributed``: join torchrun's process group when this process was launched by it (the CLI's train)."""
         if cfg is None and resume_from is None:
             raise ValueError("Give a config for a new run or a checkpoint to resume")
         self.cfg = cfg
@@ -112,6 +120,9 @@ class TrainingSession:
         self.step = 0
         self._last_saved_step = -1
         self._healthy = True
+        self.distributed = distributed
+        self.dist = Distributed()
+        self._stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
 
     # ------------------------------------------------------------------ setup
     def _load_resume(self) -> dict[str, Any]:
@@ -135,14 +146,19 @@ class TrainingSession:
         self.cfg = cfg
         torch.manual_seed(cfg.optim.seed)
         self.device: DeviceChoice = choose_device(cfg.optim.device, cfg.optim.mixed_precision)
+        if self.distributed:
+            self.dist, dev = start(self.device.device)
+            self.device = dataclasses.replace(self.device, device=dev)
         dev = self.device.device
+        main = self.dist.is_main
 
         yield Status("Loading images")
         from ddpm_studio.services.data_source import load_images
 
-        self.data = yield from run_with_progress(
-            "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
-        )
+        with self.dist.local_main_first():  # one process per node decodes (and caches) a folder, the others reuse it
+            self.data = yield from run_with_progress(
+                "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
+            )
 
         try:
             self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
@@ -151,8 +167,9 @@ class TrainingSession:
         if self.resume_from and self.resume_from.parent.name == "checkpoints":
             self.run = RunFolder(self.resume_from.parent.parent)  # continue in the run's own folder
         else:
-            self.run = RunFolder.create(self.runs_dir, self.run_name)
-        config_mod.save_config_file(cfg, self.run.config_path)
+            self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, self.run_name).path) if main else None))
+        if main:
+            config_mod.save_config_file(cfg, self.run.config_path)
 
         self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
@@ -165,20 +182,30 @@ class TrainingSession:
         cursor = None
         if ckpt is not None:
             cursor = self._restore(ckpt)
-        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip, cursor=cursor)
+        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from self.generator)
+            torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
+        self.net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
+        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
+                                   rank=self.dist.rank, world=self.dist.world, cursor=cursor)
         self.metrics = MetricsLog(self.run.metrics_path)
-        if ckpt is not None:
+        if ckpt is not None and main:
             self.metrics.truncate_after(self.step)
         self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,
-                                   num_classes=len(self.class_names))
-        self._tensorboard = _open_tensorboard(self.run.path) if cfg.schedule.tensorboard else None
-        self.run.write_status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
+                                   num_classes=len(self.class_names)) if main else None
+        self._tensorboard = _open_tensorboard(self.run.path) if cfg.schedule.tensorboard and main else None
+        self._status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
         yield RunStarted(
             run_dir=str(self.run.path), step=self.step, total_steps=cfg.optim.total_steps, device=str(dev),
             device_reason=self.device.reason, parameters=parameter_count(self.model), dataset=self.data.description,
-            num_images=len(self.data), effective_batch=cfg.optim.batch_size * cfg.optim.grad_accum,
+            num_images=len(self.data), effective_batch=cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum,
             resumed_from=str(self.resume_from) if self.resume_from else None,
+            world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
         )
+
+    def _status(self, **fields: Any) -> None:
+        """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
+        if self.run is not None and self.dist.is_main:
+            self.run.write_status(**fields)
 
     def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:
         try:
@@ -196,9 +223,9 @@ class TrainingSession:
             torch.set_rng_state(rng["torch"])
         if "generator" in rng and rng.get("generator_device") == self.device.device.type:
             self.generator.set_state(rng["generator"])
-        if "cuda" in rng and torch.cuda.is_available():
+        if "cuda" in rng and torch.cuda.is_available() and not self.dist.enabled:  # ranks reseed theirs (see _setup)
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return BatchCursor.from_state(ckpt.get("data", {"epoch": 0, "position": 0}))
+        return BatchCursor.from_global_state(ckpt.get("data", {"epoch": 0, "position": 0}), self.dist.world)
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -210,23 +237,32 @@ class TrainingSession:
         self.model.train()
         total = torch.zeros((), device=dev)
         sums = counts = None
-        for _ in range(cfg.optim.grad_accum):
+        share, world = self.dist.share, self.dist.world
+        for micro in range(cfg.optim.grad_accum):
             idx, flip = self.batches.next()
             x0 = images_to_batch(self.data.images, idx, flip, dev)
-            t = sample_timesteps(x0.shape[0], self.schedule.num_timesteps, self.generator, dev)
-            noise = torch.randn(x0.shape, generator=self.generator, device=dev)
+            # Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see distributed.py.
+            n = x0.shape[0] * world
+            t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev))
+            noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
             x_t = self.schedule.q_sample(x0, t, noise)
             y = None
             if self.class_names:  # after the noise draws, so unconditional runs keep their random stream
-                y = drop_labels(self.data.labels[idx].to(dev), cfg.optim.label_dropout, len(self.class_names), self.generator)
-            with self.device.autocast():
-                eps = self.model(x_t, t, y)
-            losses = per_sample_loss(eps, noise, cfg.diffusion.loss)
-            loss = losses.mean() / cfg.optim.grad_accum
-            self.scaler.scale(loss).backward()
+                labels = self.data.labels[idx].to(dev)
+                if world > 1:
+                    labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
+                y = share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
+            with self.dist.no_sync(self.net, last=micro == cfg.optim.grad_accum - 1):
+                with self.device.autocast():
+                    eps = self.net(x_t, t, y)
+                losses = per_sample_loss(eps, noise, cfg.diffusion.loss)
+                loss = losses.mean() / cfg.optim.grad_accum
+                self.scaler.scale(loss).backward()
             total += loss.detach()
             s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+        if self.dist.enabled:
+            total, sums, counts = self._reduce_across_ranks(total, sums, counts)
         self.scaler.unscale_(self.optimizer)
         if cfg.optim.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -242,21 +278,36 @@ class TrainingSession:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model)
+        self.ema.update(self.model)  # on every rank alike (the weights are the same on all)
         self.step += 1
         return total, sums, counts, lr  # type: ignore[return-value]
+
+    def _reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
+                             counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One all-reduce per step: the mean loss and quartile sums over all ranks, and whether any rank was asked to stop.
+
+        So all ranks log the same loss, refuse a non-finite one together, and stop after the same step.
+        """
+        stop = torch.ones(1, device=total.device) if self.control.stop_requested else torch.zeros(1, device=total.device)
+        packed = self.dist.sum(torch.cat([total.view(1).float(), stop, sums.float(), counts.float()]))
+        self._stop_agreed = bool(packed[1] > 0)
+        return packed[0] / self.dist.world, packed[2:6], packed[6:10]
+
+    def _stop_requested(self) -> bool:
+        """Under torchrun every rank must stop after the same step: use the request agreed in the last all-reduce."""
+        return self._stop_agreed if self.dist.enabled else self.control.stop_requested
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, recent_loss: float | None) -> dict[str, Any]:
         assert self.cfg is not None
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
                                "generator_device": self.device.device.type}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if torch.cuda.is_available():  # under torchrun only this rank's GPU: get_rng_state_all would touch every GPU
+            rng["cuda"] = [torch.cuda.get_rng_state()] if self.dist.enabled else torch.cuda.get_rng_state_all()
         payload = {
             "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
-            "data": self.batches.cursor.state_dict(), "created": time.time(),
+            "data": self.batches.cursor.global_state(self.dist.world), "created": time.time(),
             "metrics": {"loss": recent_loss}, "dataset": self.data.description,
             "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
         }
@@ -275,7 +326,7 @@ class TrainingSession:
             return CheckpointFailed(self.step, f"Could not save checkpoint at step {self.step}: {exc.strerror or exc}")
         self._last_saved_step = self.step
         deleted = self.run.apply_retention(self.cfg.schedule.keep_last, protect=path)
-        self.run.write_status(step=self.step, last_checkpoint=str(path))
+        self._status(step=self.step, last_checkpoint=str(path))
         return CheckpointSaved(self.step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))
 
     # ------------------------------------------------------------------ the loop
@@ -290,43 +341,45 @@ class TrainingSession:
             raise
         except BaseException:
             self._healthy = False
-            if self.run is not None:
-                self.run.write_status(state="failed", step=self.step)
+            self._status(state="failed", step=self.step)
             raise
         finally:
             if not finished and self.run is not None and self._healthy is False:
                 pass  # never checkpoint a failed state: the last good checkpoint stays the newest
-            elif not finished and self.run is not None and self.step > self._last_saved_step and hasattr(self, "batches"):
+            elif (not finished and self.run is not None and self.step > self._last_saved_step and hasattr(self, "batches")
+                  and self.dist.is_main):
                 # Closed from outside (GeneratorExit) without a stop request: still keep the work.
                 self.save_checkpoint()
-                self.run.write_status(state="stopped", step=self.step)
+                self._status(state="stopped", step=self.step)
             if hasattr(self, "metrics"):
                 self.metrics.close()
             if getattr(self, "_tensorboard", None) is not None:
                 self._tensorboard.close()
+            self.dist.close()
 
     def _loop(self) -> Iterator[Any]:
         cfg = self.cfg
         assert cfg is not None and self.run is not None
         sc, total_steps = cfg.schedule, cfg.optim.total_steps
-        images_per_step = cfg.optim.batch_size * cfg.optim.grad_accum
+        images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
+        main = self.dist.is_main  # only rank 0 logs, previews and checkpoints
         start = time.perf_counter()
         last_preview_t = last_ckpt_t = start
         step_time = None
         win_loss, win_n = 0.0, 0
         bucket_sum = torch.zeros(4)
         bucket_cnt = torch.zeros(4)
-        if self.step == 0 and sc.preview_every:
+        if main and self.step == 0 and sc.preview_every:
             yield self.previewer.preview(self.ema.model, self.model, self.step)
         while self.step < total_steps:
             if self.control.paused and not self.control.stop_requested:
-                self.run.write_status(state="paused", step=self.step)
+                self._status(state="paused", step=self.step)
                 yield RunPaused(self.step)
                 self.control.wait_resumed()
-                self.run.write_status(state="running", step=self.step)
+                self._status(state="running", step=self.step)
                 if not self.control.stop_requested:
                     yield RunResumed(self.step)
-            if self.control.stop_requested:
+            if self._stop_requested():
                 break
             t0 = time.perf_counter()
             loss_t, sums, counts, lr = self._train_step()
@@ -340,7 +393,7 @@ class TrainingSession:
             yield TrainProgress(self.step, total_steps, loss, lr, images_per_step / step_time,
                                 step_time * (total_steps - self.step), elapsed)
 
-            if self.step % sc.log_every == 0 or self.step == total_steps:
+            if main and (self.step % sc.log_every == 0 or self.step == total_steps):
                 record = {"step": self.step, "loss": win_loss / win_n, "lr": lr, "images_per_sec": images_per_step / step_time,
                           "elapsed": round(elapsed, 3), "time": time.time()}
                 for q in range(4):
@@ -353,9 +406,9 @@ class TrainingSession:
                 bucket_cnt.zero_()
 
             now = time.perf_counter()
-            if (sc.preview_every and self.step % sc.preview_every == 0) or (
+            if main and ((sc.preview_every and self.step % sc.preview_every == 0) or (
                 sc.preview_minutes and now - last_preview_t >= sc.preview_minutes * 60
-            ):
+            )):
                 preview = self.previewer.preview(self.ema.model, self.model, self.step)
                 last_preview_t = time.perf_counter()
                 if preview.val_loss is not None:
@@ -365,22 +418,23 @@ class TrainingSession:
                 if self._tensorboard is not None:
                     self._tensorboard.add_image("preview", preview.image, self.step, dataformats="HWC")
                 yield preview
-            if (sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
+            if main and ((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
                 sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60
-            ):
+            )):
                 yield self.save_checkpoint(loss)
                 last_ckpt_t = time.perf_counter()
 
         checkpoint = None
-        if self.step > self._last_saved_step:
+        if main and self.step > self._last_saved_step:
             event = self.save_checkpoint()
             yield event
             checkpoint = event.path if isinstance(event, CheckpointSaved) else None
-        else:
+        elif main:
             latest = self.run.latest_checkpoint()
             checkpoint = str(latest.path) if latest else None
         reason = "completed" if self.step >= total_steps else "stopped"
-        self.run.write_status(state=reason, step=self.step)
+        self._status(state=reason, step=self.step)
+        self.dist.barrier()  # every rank finishes after rank 0's last checkpoint is on disk
         yield RunFinished(self.step, reason, checkpoint)
 
     def _log(self, record: dict[str, Any]) -> None:
