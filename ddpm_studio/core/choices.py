@@ -1,6 +1,6 @@
 """Names of the modelling choices, importable without torch (the GUI builds its form before torch loads)."""
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m")
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 #: Samplers that map x_T to x_0 deterministically (interpolation needs one; DDIM only with η = 0).
 DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
 SPACINGS = ("uniform", "quadratic", "trailing")

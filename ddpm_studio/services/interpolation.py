@@ -1,13 +1,14 @@
 """Interpolation between two seeds: slerp their x_T, decode every point with a deterministic sampler,
 save the row of images as one strip PNG.
 
-A deterministic sampler (DDIM with η = 0, or DPM-Solver++) makes the image a smooth function of x_T,
-so the strip morphs instead of flickering, and its ends are exactly the images ``sample`` gives for
-the two seeds. Conditional models get one row per class when Class is "all".
+A deterministic sampler (DDIM with η = 0, or DPM-Solver++; dpm++2m-sde is swapped for its ODE form)
+makes the image a smooth function of x_T, so the strip morphs instead of flickering, and its ends are
+exactly the images ``sample`` gives for the two seeds. Conditional models get one row per class when Class is "all".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,19 @@ from ddpm_studio.services.sampling import (
     seed_noise,
 )
 
+#: Stochastic samplers whose deterministic form interpolation uses instead (same steps and spacing).
+DETERMINISTIC_FORM = {"dpm++2m-sde": "dpm++2m"}
+
+
+def deterministic_form(sample: config_mod.SampleConfig) -> config_mod.SampleConfig:
+    """``sample`` with dpm++2m-sde replaced by its ODE form, dpm++2m (the default sampler is the SDE one)."""
+    name = DETERMINISTIC_FORM.get(sample.sampler)
+    return sample if name is None else dataclasses.replace(sample, sampler=name)
+
 
 def interpolation_errors(sample: config_mod.SampleConfig, interp: config_mod.InterpolationConfig) -> list[str]:
     """Problems with these settings for an interpolation, as sentences (empty = fine)."""
+    sample = deterministic_form(sample)
     errors = config_mod.field_errors(sample) + config_mod.field_errors(interp)
     if not sampler_spec(sample).deterministic:
         errors.append(f"Interpolation needs a deterministic sampler: ddim with η = 0, or dpm++2m "
@@ -57,12 +68,15 @@ class InterpolationSession:
         errors = interpolation_errors(sample, interp)
         if errors:
             raise config_mod.ConfigError(errors)
-        self.source, self.sample, self.interp, self.out_dir = checkpoint, sample, interp, Path(out_dir)
+        self.source, self.sample, self.interp, self.out_dir = checkpoint, deterministic_form(sample), interp, Path(out_dir)
+        self.substituted = self.sample.sampler != sample.sampler
         self.control = control or RunControl()
         self.device_name, self.precision, self.prefix = device, precision, prefix
 
     def steps(self) -> Iterator[Any]:
         sc, ic = self.sample, self.interp
+        if self.substituted:
+            yield Status(f"Interpolating with {sc.sampler}, the deterministic form of the chosen sampler")
         device = resolve_device(self.source, self.device_name, self.precision)
         if isinstance(self.source, LoadedModel):
             loaded = self.source

@@ -68,11 +68,13 @@ def test_last_step_adds_no_noise(name):
 
 
 def test_samplers_recover_gaussian_data_distribution():
-    """With the exact denoiser, DDPM (1000 steps), DDIM (50) and DPM-Solver++ (20) reach the data's mean and variance."""
+    """With the exact denoiser, DDPM (1000 steps), DDIM (50) and DPM-Solver++ (ODE 20, SDE 50) reach the data's
+    mean and variance."""
     sched = NoiseSchedule.create("linear", 1000)
     den = gaussian_denoiser(sched, mu=0.3, var=0.25)
     x_T = torch.randn((2000, 1, 1, 1), generator=torch.Generator().manual_seed(0))
-    for spec in (SamplerSpec("ddpm"), SamplerSpec("ddim", num_steps=50), SamplerSpec("dpm++2m", num_steps=20)):
+    for spec in (SamplerSpec("ddpm"), SamplerSpec("ddim", num_steps=50), SamplerSpec("dpm++2m", num_steps=20),
+                 SamplerSpec("dpm++2m-sde", num_steps=50)):
         out = list(iter_sampler(SamplerSpec(spec.name, spec.num_steps, clip_x0=False), den, sched, x_T,
                                 torch.Generator().manual_seed(1)))[-1].x_t
         assert out.mean().item() == pytest.approx(0.3, abs=0.03)
@@ -113,6 +115,21 @@ def test_dpm_solver_plus_plus_first_order_is_ddim_eta0():
             for a, b in zip(ddim, first, strict=True):
                 torch.testing.assert_close(a.x_t, b.x_t, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(two_m[0].x_t, ddim[0].x_t, rtol=1e-5, atol=1e-6)
+
+
+def test_sde_dpm_solver_first_order_is_ddim_eta1():
+    """SDE-DPM-Solver++(1) is DDIM with η = 1 (the same x_0 and x_t coefficients and noise variance
+    (σ_next/σ_t)² (ᾱ_next - ᾱ_t)/ᾱ_next): with the same noise draws the trajectories agree."""
+    x_T = torch.randn((3, 2, 4, 4), generator=torch.Generator().manual_seed(4))
+    den = gaussian_denoiser(SCHED)
+    for spacing in SPACINGS:
+        for steps in (5, 20, 100):
+            ddim = list(ddim_steps(den, SCHED, x_T, num_steps=steps, spacing=spacing, eta=1.0,
+                                   generator=torch.Generator().manual_seed(7)))
+            sde = list(dpm_solver_steps(den, SCHED, x_T, num_steps=steps, spacing=spacing, order=1, stochastic=True,
+                                        generator=torch.Generator().manual_seed(7)))
+            for a, b in zip(ddim, sde, strict=True):
+                torch.testing.assert_close(a.x_t, b.x_t, rtol=1e-4, atol=1e-4)
 
 
 def test_deterministic_samplers_solve_the_probability_flow_ode():

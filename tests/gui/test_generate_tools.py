@@ -122,7 +122,7 @@ def test_evaluate_shows_the_demo_score_and_the_report(app_handle, qtbot, checkpo
     qtbot.waitUntil(lambda: studio.sampling.report is not None and not studio.sampling.is_running(), timeout=WAIT)
     text = panel.report.toPlainText()
     assert panel.report.isVisible()
-    assert "Evaluated step 1 with 4 images (dpm++2m 20 steps" in text
+    assert "Evaluated step 1 with 4 images (dpm++2m-sde 20 steps" in text
     assert "Demo shape score:" in text and "FID/KID skipped" in text
     report_path = Path(studio.sampling.report.path)
     assert f"Report written to {report_path}" in text

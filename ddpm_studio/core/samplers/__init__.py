@@ -31,7 +31,8 @@ __all__ = [
 @dataclass(frozen=True)
 class SamplerSpec:
     """How to sample: which sampler and its knobs. ``num_steps`` is ignored by DDPM (always T);
-    ``eta`` is DDIM's only; DPM-Solver++ is deterministic and ignores ``eta`` and ``variance``."""
+    ``eta`` is DDIM's only; DPM-Solver++ ignores ``eta`` and ``variance`` (dpm++2m solves the ODE,
+    deterministically; dpm++2m-sde the SDE, with fresh noise every step)."""
 
     name: str = "ddim"
     num_steps: int = 50
@@ -73,7 +74,7 @@ def iter_sampler(
             generator=generator,
             clip_x0=spec.clip_x0,
         )
-    if spec.name == "dpm++2m":
+    if spec.name in ("dpm++2m", "dpm++2m-sde"):
         return dpm_solver_steps(
             denoise,
             schedule,
@@ -81,5 +82,7 @@ def iter_sampler(
             num_steps=min(spec.num_steps, schedule.num_timesteps),
             spacing=spec.spacing,
             clip_x0=spec.clip_x0,
+            stochastic=spec.name == "dpm++2m-sde",
+            generator=generator,
         )
     raise ValueError(f"Unknown sampler {spec.name!r}; choose one of {SAMPLER_NAMES}")

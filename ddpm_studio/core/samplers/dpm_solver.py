@@ -8,6 +8,13 @@ calls give samples close to those of a 1000-step DDPM (the paper: CIFAR-10 FID 4
 Notation (VP SDE of the DDPM schedule): α_t = √ᾱ_t, σ_t = √(1-ᾱ_t), λ_t = log(α_t/σ_t) (half the
 log-SNR), h_i = λ_{t_{i+1}} - λ_{t_i} > 0 the step in λ, x̂_0 = x_θ(x_t, t) the data prediction.
 After the last visited timestep the solver lands on the clean image (α = 1, σ = 0, λ = ∞).
+
+``stochastic=True`` is SDE-DPM-Solver++(2M) (Lu et al. 2022 §5; diffusers' ``sde-dpmsolver++``): the same
+data-prediction extrapolation D, but each step solves the reverse SDE instead of the ODE,
+x_next = (σ_next/σ_t) e^{-h} x_t + α_next (1 - e^{-2h}) D + σ_next √(1 - e^{-2h}) z. Why both: the
+ODE maps noise to image deterministically (interpolation needs that), but carries a model's errors to
+the end; the injected noise lets an imperfect model correct them, as DDPM's 1000 steps do (on the demo
+benchmark, docs/quality_vs_steps.md, the ODE solvers lose most of their score to off-palette colours).
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 
-from ddpm_studio.core.samplers.base import Denoiser, SampleStep, batch_t, timestep_sequence
+from ddpm_studio.core.samplers.base import Denoiser, SampleStep, batch_t, draw_noise, timestep_sequence
 from ddpm_studio.core.schedules import NoiseSchedule
 
 
@@ -38,8 +46,10 @@ def dpm_solver_steps(
     spacing: str = "uniform",
     order: int = 2,
     clip_x0: bool = True,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
 ) -> Iterator[SampleStep]:
-    """Yield one step per model call, from x_T to x_0. Deterministic: no generator needed.
+    """Yield one step per model call, from x_T to x_0. Deterministic unless ``stochastic`` (then seeded by ``generator``).
 
     ``order=1`` is DPM-Solver++(1), which is exactly DDIM with η = 0 (Lu et al. 2022, §4.1).
     """
@@ -79,6 +89,11 @@ def dpm_solver_steps(
                 # 3. 2M multistep, Algorithm 2: r = h_{i-1}/h_i, D = (1 + 1/(2r)) x̂_0,i - 1/(2r) x̂_0,i-1
                 r = (lam_t - prev_lambda) / h
                 d = x0 + (x0 - prev_x0) / (2.0 * r)
-            x = (s_n / s_t) * x - (a_n * phi) * d
+            if stochastic:
+                decay = math.exp(-h)
+                spread = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+                x = (s_n / s_t * decay) * x + (a_n * spread) * d + (s_n * math.sqrt(spread)) * draw_noise(x.shape, generator, x)
+            else:
+                x = (s_n / s_t) * x - (a_n * phi) * d
         prev_x0, prev_lambda = x0, lam_t
         yield SampleStep(index=index, total=len(seq), t=t, x_t=x, x0_pred=x0)
