@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Continue a run from its newest (or this) checkpoint")
     train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
     train.add_argument("--name", help="Name of the new run folder")
+    train.add_argument("--find-batch-size", action="store_true",
+                       help="Before a new run, find the largest micro-batch that fits in the device's memory: halve it "
+                            "and raise gradient accumulation until a training step fits, keeping the effective batch")
     add_config_flags(train, config_mod.SECTION_TYPES)
 
     sample = sub.add_parser("sample", help="Generate images from a checkpoint or a run folder")
@@ -167,9 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = False) -> None:
+def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = False,
+                     retry_failed_saves: float | None = None) -> None:
     """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts.
 
+    ``retry_failed_saves``: when a checkpoint cannot be written (disk full) the session pauses; resume it after
+    this many seconds to retry the save, again and again until it works or Ctrl-C stops the run.
     ``also_sigterm``: SIGTERM stops gracefully too (torchrun passes Ctrl-C to its workers as one SIGINT, and a
     cluster's or torchrun's shutdown as SIGTERM, then waits 30 s before SIGKILL).
     """
@@ -181,11 +187,31 @@ def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = F
         printer.note("Stopping: saving a checkpoint (press Ctrl-C again to abort without saving)")
         session.control.stop()
 
+    import threading
+
+    from ddpm_studio.services import events as ev
+
+    timers: list[threading.Timer] = []
+    last: list[Any] = [None]
+
+    def sink(event: Any) -> None:
+        printer(event)
+        if retry_failed_saves is not None and isinstance(event, ev.RunPaused) and isinstance(last[0], ev.CheckpointFailed):
+            printer.note(f"Paused: free some disk space; the checkpoint is retried in {retry_failed_saves:g} s "
+                         "(Ctrl-C stops without it)")
+            timer = threading.Timer(retry_failed_saves, session.control.resume)
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
+        last[0] = event
+
     signums = (signal.SIGINT, signal.SIGTERM) if also_sigterm else (signal.SIGINT,)
     previous = {signum: signal.signal(signum, on_signal) for signum in signums}
     try:
-        drive(session.steps(), printer)
+        drive(session.steps(), sink)
     finally:
+        for timer in timers:
+            timer.cancel()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         printer.close()
@@ -205,9 +231,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()
         cfg = config_mod.check(config_mod.from_dict(overrides, base=base))
+        if args.find_batch_size:
+            from ddpm_studio.services.batch_fit import BatchFitError, fit_config
+
+            try:
+                cfg, fit = fit_config(cfg)
+            except BatchFitError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            tried = ", ".join(f"{m} {'fits' if ok else 'too large'}" for m, ok in fit.tried)
+            print(f"Batch: {fit.batch_size} per micro-batch x {fit.grad_accum} accumulation = {fit.effective} images "
+                  f"per step ({tried})", file=sys.stderr)
         session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=args.name, distributed=distributed)
     printer = EventPrinter(quiet=env_rank() != 0)
-    _run_with_ctrl_c(session, printer, also_sigterm=distributed)
+    import os
+
+    retry = None if distributed else float(os.environ.get("DDPM_STUDIO_SAVE_RETRY_SECONDS", "60"))
+    _run_with_ctrl_c(session, printer, also_sigterm=distributed, retry_failed_saves=retry)
     return 0 if printer.outcome in ("completed", "stopped") else 1
 
 

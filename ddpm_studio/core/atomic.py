@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+#: ``.<target>.<pid>.<random>.tmp``, the temp files :func:`atomic_write` makes.
+_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+#: Temp files without a pid (written before it was in the name) count as stale after this long.
+_UNNAMED_STALE_SECONDS = 24 * 3600
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -24,7 +32,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The pid in the name lets a later process tell a killed writer's leftover from a write in progress.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -36,3 +45,40 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | Path, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete temp files that killed writers left in ``folder``; returns what was deleted.
+
+    A temp file is stale when the process named in it is gone (or, for a name without a pid, when it
+    is a day old). Files of live processes, this one included, are left alone: they may be mid-write.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.glob(pattern):
+        match = _TEMP_RE.match(entry.name)
+        try:
+            if match is not None:
+                stale = not _pid_alive(int(match.group("pid")))
+            else:
+                stale = time.time() - entry.stat().st_mtime > _UNNAMED_STALE_SECONDS
+            if stale and entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed

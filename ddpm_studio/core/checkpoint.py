@@ -26,19 +26,59 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus the format header) atomically. ENOSPC surfaces as a clear OSError."""
+    """Write ``payload`` (plus the format header) atomically.
+
+    Any failure to write (disk full, read-only or vanished folder) raises OSError with a sentence for the
+    user: ENOSPC for a full disk. torch's zip writer reports a failed ``write()`` as a RuntimeError
+    ("unexpected pos ...") with the OSError only in its context, so the whole chain is searched.
+    """
     data = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **payload}
     try:
         atomic_write(path, lambda fh: torch.save(data, fh))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+    except Exception as exc:
+        cause = _os_error_in(exc)
+        text = str(exc)
+        if cause is None and not any(s in text for s in _WRITE_FAILURES):
+            raise
+        if (cause is not None and cause.errno == errno.ENOSPC) or "No space left" in text:
             raise OSError(errno.ENOSPC, f"Disk full: could not write checkpoint {path}; earlier checkpoints are intact") from exc
-        raise
-    except RuntimeError as exc:  # torch wraps write failures of its zip writer
-        if "No space left" in str(exc) or "file write failed" in str(exc):
-            message = f"Could not write checkpoint {path} (disk full?); earlier checkpoints are intact"
-            raise OSError(errno.ENOSPC, message) from exc
-        raise
+        reason = (cause.strerror or str(cause)) if cause is not None else text.splitlines()[0]
+        raise OSError(cause.errno if cause is not None and cause.errno else errno.EIO,
+                      f"Could not write checkpoint {path} ({reason}); earlier checkpoints are intact") from exc
+
+
+#: Texts of torch's write errors (RuntimeError) that mean the file system refused a write.
+_WRITE_FAILURES = ("No space left", "file write failed", "unexpected pos")
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first OSError in ``exc``'s cause/context chain (``exc`` included), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _not_a_zip(path: Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint judging by its zip structure (every one since torch 1.6 is a zip), or None.
+
+    Checked first so that junk is called junk: torch's own error for a non-zip file mentions weights_only,
+    which would otherwise read as "unsafe content".
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if zipfile.is_zipfile(path):
+            return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if head == b"PK\x03\x04":
+        return "is truncated or corrupt: not a complete file (cut short by a full disk, an interrupted copy or a crash)"
+    return "is not a readable PyTorch file: damaged, or another kind of file renamed"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -48,12 +88,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"Checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"Checkpoint {path.name} is empty (0 bytes): it was never written completely")
+    problem = _not_a_zip(path)
+    if problem:
+        raise CheckpointError(f"Checkpoint {path.name} {problem}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"Checkpoint {path.name} is truncated or corrupt ({exc})") from exc
     except Exception as exc:  # UnpicklingError, RuntimeError from a broken zip, …
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "PytorchStreamReader" in text or "central directory" in text:
+            raise CheckpointError(
+                f"Checkpoint {path.name} is truncated or corrupt: not a complete file (cut short by a full disk, "
+                "an interrupted copy or a crash outside DDPM Studio)"
+            ) from exc
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"Checkpoint {path.name} contains Python objects that would run code when loaded; refusing to load it"

@@ -231,6 +231,39 @@ def _resize_center_square(im: Image.Image, image_size: int) -> Image.Image:
     return im.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box)
 
 
+#: Modes whose pixels can be box-averaged as they are (no palette, no alpha to composite first).
+_REDUCIBLE = frozenset({"L", "RGB", "I", "F", "CMYK", "YCbCr", "LAB", "HSV"})
+
+
+def _reduce_early(im: Image.Image, image_size: int) -> Image.Image:
+    """A huge image's centre square, box-averaged in its own mode to >= 3x the target size, before any conversion.
+
+    Converting first would copy the full image once per step (a 100-megapixel 1-bit PNG of 12 KB grew to
+    ~400 MB through "RGB"); Pillow's resize would reduce the same way afterwards (reducing_gap=3), so the
+    result is the same within rounding. Palette and alpha images keep the exact path (their pixels must
+    not be averaged before compositing); JPEG is already reduced by ``draft``.
+    """
+    width, height = im.size
+    side = min(width, height)
+    factor = side // (3 * image_size)
+    if factor < 2 or "transparency" in im.info:
+        return im
+    left, top = (width - side) // 2, (height - side) // 2
+    box = (left, top, left + side, top + side)
+    if im.mode == "1":
+        im = im.convert("L")
+    if im.mode in _REDUCIBLE:
+        return im.reduce(factor, box=box)
+    if im.mode.startswith("I;16"):  # Pillow cannot reduce 16-bit modes: average blocks in numpy, a band at a time
+        k = side // factor
+        out = np.empty((k, k), dtype=np.uint16)
+        for i in range(k):
+            band = np.asarray(im.crop((left, top + i * factor, left + k * factor, top + (i + 1) * factor)), dtype=np.float64)
+            out[i] = np.rint(band.reshape(factor, k, factor).mean(axis=(0, 2)))
+        return Image.fromarray(out)
+    return im
+
+
 def _decode(im: Image.Image, image_size: int, channels: int) -> np.ndarray:
     # Image.open leaves animated GIF/WebP/TIFF on frame 0; never ask n_frames (scans the file).
     if im.format == "JPEG" and min(im.size) >= 4 * image_size:
@@ -239,6 +272,7 @@ def _decode(im: Image.Image, image_size: int, channels: int) -> np.ndarray:
     im.load()
     with contextlib.suppress(Exception):  # malformed EXIF must not lose an otherwise fine image
         ImageOps.exif_transpose(im, in_place=True)
+    im = _reduce_early(im, image_size)
     small = _resize_center_square(to_8bit(im, channels), image_size)
     arr = np.asarray(small, dtype=np.uint8)
     arr = arr[None, :, :] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -50,8 +50,12 @@ class TrainingController(QObject):
     # -- requests (GUI thread) ---------------------------------------------------------------------
     def start(self, cfg: Any = None, *, runs_dir: str | Path | None = None, resume_from: str | Path | None = None,
               overrides: dict[str, Any] | None = None, continue_plot: bool = False) -> bool:
-        """Launch a TrainingSession on a new worker thread; False when a run is still active."""
-        if not self._move("start"):
+        """Launch a TrainingSession on a new worker thread; False when a run is still active.
+
+        Also False while the last run's thread is still ending (its RunFinished is in, its thread's end not yet):
+        starting then would let that end be taken for the new run's, leaving the new thread running untracked.
+        """
+        if self.thread is not None or not self._move("start"):
             return False
         self.control = RunControl()
         control = self.control
@@ -65,6 +69,7 @@ class TrainingController(QObject):
             self.plot.clear()
             self.trajectory.clear()
         self.step, self.last_progress, self._ended = 0, None, None
+        self.run_dir = None  # set by this run's RunStarted; until then there is no live model of it
         self.worker = TrainWorker(factory, control)
         self.worker.progress.connect(self._on_progress)
         self.worker.event.connect(self._on_event)
@@ -95,16 +100,18 @@ class TrainingController(QObject):
 
     def set_can_start(self, ok: bool, reason: str = "", can_continue: bool = True) -> None:
         self._can_start, self._reason, self._can_continue = ok, reason, can_continue
-        self.controls.set_state(self.state, ok, reason, can_continue)
+        self._refresh_controls()
 
     def set_keep_last(self, n: int) -> None:
         if self.worker is not None and self.state.active:
             self.worker.set_keep_last(n)
 
     def live_snapshot(self) -> Any:
-        """A Future of a copy of the live EMA model, or None when no run is active."""
+        """A Future of a copy of the live EMA model, or None when no run is active or it has no model yet."""
         if self.worker is None or not self.state.active or self.thread is None or not self.thread.is_running():
             return None  # (the thread may have ended with its done signal still queued)
+        if getattr(self.worker.session, "ema", None) is None:
+            return None  # still loading images (or stopped before the model was built)
         return self.worker.request_snapshot()
 
     def live_class_names(self) -> tuple[str, ...] | None:
@@ -133,9 +140,14 @@ class TrainingController(QObject):
             return False
         if new is not self.state:
             self.state = new
-            self.controls.set_state(new, self._can_start, self._reason, self._can_continue)
+            self._refresh_controls()
             self.stateChanged.emit(new)
         return True
+
+    def _refresh_controls(self) -> None:
+        """Buttons from the state; Start and Continue also wait for the last run's thread to have ended."""
+        ended = self.thread is None
+        self.controls.set_state(self.state, self._can_start and ended, self._reason, self._can_continue and ended)
 
     def _on_progress(self, batch: Any) -> None:
         self.plot.append_batch(batch)
@@ -163,8 +175,10 @@ class TrainingController(QObject):
             self.trajectory.add_preview(event)
         elif isinstance(event, ev.CheckpointSaved | ev.CheckpointFailed):
             if isinstance(event, ev.CheckpointFailed):
-                dialogs.show_error(self.parent_widget, "Checkpoint not saved",
-                                   event.message + "\n\nTraining continues; earlier checkpoints are intact.")
+                # The message says what happens next (the engine pauses the run on a full disk once
+                # services/training.py does so: see docs/reliability.md), and that earlier checkpoints are intact.
+                text = event.message if "intact" in event.message else event.message + "\n\nEarlier checkpoints are intact."
+                dialogs.show_error(self.parent_widget, "Checkpoint not saved", text)
             else:
                 log.info("Checkpoint saved at step %s (%s)", f"{event.step:,}", Path(event.path).name)
             self.checkpointEvent.emit(event)
@@ -197,4 +211,5 @@ class TrainingController(QObject):
             self.controls.set_message("Stopped before training began")
         self.thread = None
         self.worker = None
+        self._refresh_controls()
         self.runEnded.emit(ended)

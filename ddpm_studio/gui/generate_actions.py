@@ -85,7 +85,8 @@ class GenerateActions(QObject):
         if source == LIVE:
             snapshot = self.training.live_snapshot()
             if snapshot is None:
-                dialogs.show_error(self.w, "No live model", "The run has ended; choose one of its checkpoints instead.")
+                dialogs.show_error(self.w, "No live model", "The run is still loading its images, or has ended; "
+                                   "choose one of its checkpoints instead.")
                 return None
         self.settings.save_sample_config(cfg)
         self.w.tabs.setCurrentWidget(panel)

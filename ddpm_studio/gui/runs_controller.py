@@ -220,7 +220,8 @@ class RunsController(QObject):
     # -- generate -------------------------------------------------------------------------------------------
     def update_generate_sources(self, select: str | None = None) -> None:
         sources: list[tuple[str, str]] = []
-        if self.training.state.active and self.current_run is not None:
+        live = self.training.run_dir  # None while a new run is loading: current_run is then still the previous one
+        if self.training.state.active and self.current_run is not None and live and Path(live) == self.current_run.path:
             sources.append((f"Live model ({self.current_run.name}, EMA weights now)", LIVE))
         if self.current_run is not None:
             for c in reversed(self.current_run.checkpoints()):

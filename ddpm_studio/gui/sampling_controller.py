@@ -83,7 +83,7 @@ class SamplingController(QObject):
         self.kind, self.result, self.report, self.failure = kind, None, None, None
 
         def factory() -> Any:  # on the worker thread
-            model = source if snapshot is None else snapshot.result(timeout=600)
+            model = source if snapshot is None else _wait_for_snapshot(snapshot, control)
             return make(model, control)
 
         worker = SampleWorker(factory, control)
@@ -186,6 +186,22 @@ class SamplingController(QObject):
             return None
         shutil.copyfile(self.result.trajectory_path, path)
         return Path(path)
+
+
+def _wait_for_snapshot(snapshot: Any, control: RunControl, timeout: float = 600.0) -> Any:
+    """The live model copy, waiting for the training thread's next step; Cancel (or quitting) stops the wait."""
+    import concurrent.futures
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return snapshot.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            if control.stop_requested:
+                raise RuntimeError("Cancelled while waiting for the live model") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError("The training run did not hand over its live model in time") from None
 
 
 def _copy(src: str | Path, folder: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl, drive
@@ -94,6 +94,7 @@ class TrainWorker(QObject):
         self.session: Any = None
         self._lock = threading.Lock()  # held while copying the model, so a resume waits for the copy
         self._paused = False
+        self._done = False  # run() has returned: no step will come to serve a request
         self._snapshot_requests: list[Future[Any]] = []
         self._keep_last: int | None = None
 
@@ -102,8 +103,10 @@ class TrainWorker(QObject):
         """A Future of a LoadedModel copy of the EMA weights, made between steps (or now, when paused)."""
         fut: Future[Any] = Future()
         with self._lock:
-            if self._paused and self.session is not None:
-                self._serve(fut)
+            if (self._paused or self._done) and self.session is not None:
+                self._serve(fut)  # nothing is changing the model: copy it now
+            elif self._done:
+                fut.set_exception(RuntimeError("The run has ended before its model was built"))
             else:
                 self._snapshot_requests.append(fut)
         return fut
@@ -129,6 +132,9 @@ class TrainWorker(QObject):
         finally:
             self._emit_all(self._coalescer.flush())
             with self._lock:
+                # A request made from now on (the thread is still "running" until the GUI handles its end)
+                # is served at once by request_snapshot, never left waiting for a step that will not come.
+                self._done = True
                 pending, self._snapshot_requests = self._snapshot_requests, []
                 for fut in pending:
                     self._serve(fut)
@@ -244,7 +250,9 @@ class WorkerThread(QObject):
         self.thread.setObjectName(type(worker).__name__)
         worker.moveToThread(self.thread)
         self.thread.started.connect(worker.run)  # type: ignore[attr-defined]
-        worker.finished.connect(self.thread.quit)  # type: ignore[attr-defined]
+        # Direct: quit() is thread-safe and must not wait for the GUI thread, which may be blocked in wait()
+        # (shutdown); a queued quit would then never run, and wait() would time out with the thread alive.
+        worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
         self.thread.finished.connect(self.done)
 
     def start(self) -> None:

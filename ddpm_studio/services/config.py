@@ -345,9 +345,23 @@ def to_toml(cfg: RunConfig) -> str:
             if value is None:
                 lines.append(f"# {key} = (preset default)  # {fields[key].metadata['help']}")
                 continue
+            if isinstance(value, str) and not _is_utf8(value):
+                # A path with non-UTF-8 bytes (os.fsdecode's surrogates) has no TOML spelling; the checkpoints
+                # keep the exact value. Left commented out, so loading this file says the setting is missing.
+                shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                lines.append(f"# {key} = {_toml_value(shown)}  # not valid UTF-8, cannot be written in TOML: set it again")
+                continue
             lines.append(f"{key} = {_toml_value(value)}  # {fields[key].metadata['help']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _toml_value(value: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -24,7 +25,9 @@ from typing import Any
 
 import platformdirs
 
-from ddpm_studio.core.atomic import atomic_write
+from ddpm_studio.core.atomic import atomic_write, remove_stale_temp_files
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
@@ -110,7 +113,13 @@ class RunFolder:
         return found[-1] if found else None
 
     def apply_retention(self, keep_last: int, protect: Path | None = None) -> list[Path]:
-        """Delete all but the newest ``keep_last`` checkpoints; call only after a new one is safely written."""
+        """Delete all but the newest ``keep_last`` checkpoints; call only after a new one is safely written.
+
+        Also removes the temp files of checkpoint writes whose process was killed (they are never loaded,
+        but each is a checkpoint's worth of disk).
+        """
+        for stale in remove_stale_temp_files(self.checkpoints_dir, ".step_*.tmp"):
+            log.info("Removed %s, left by an interrupted checkpoint write", stale.name)
         doomed = self.checkpoints()[:-keep_last] if keep_last > 0 else []
         deleted = []
         for info in doomed:
@@ -169,14 +178,36 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunFolder]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's newest checkpoint; ValueError when there is none."""
+    """A checkpoint file, or a run folder's newest complete checkpoint; ValueError when there is none.
+
+    For a run folder, a newest file that is not a complete checkpoint (cut short by a full disk or a
+    copy, outside this app's atomic writes) is passed over with a warning, never deleted.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         run = RunFolder(path)
-        latest = run.latest_checkpoint()
-        if latest is None:
+        found = run.checkpoints()
+        if not found:
             raise ValueError(f"Run folder {path} has no checkpoints yet")
-        return latest.path
+        for info in reversed(found):
+            problem = _incomplete(info.path)
+            if problem is None:
+                return info.path
+            log.warning("Skipping checkpoint %s: %s; using an older one", info.path.name, problem)
+        raise ValueError(f"None of the {len(found)} checkpoints in {path} is complete (newest: {found[-1].path.name})")
     if not path.exists():
         raise ValueError(f"No checkpoint or run folder at {path}")
     return path
+
+
+def _incomplete(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint file, or None. Cheap: reads only the zip's central directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in zf.namelist()):
+                return "not a PyTorch checkpoint"
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        return f"damaged or incomplete file ({exc})"
+    return None

@@ -56,15 +56,20 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
 
     Checkpoints written before class-conditional training existed have no ``class_names``: unconditional.
     """
+    from ddpm_studio.services.checkpoint_check import checked_class_names, checked_config, checked_step, checked_weights
+
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
-    class_names = tuple(str(n) for n in ckpt.get("class_names", ()))
+    # Settings, step and weight shapes are checked before the network is built: a hostile file cannot make us
+    # allocate a huge model, and a mismatch is named precisely.
+    class_names = checked_class_names(ckpt, ckpt_path)
+    cfg = checked_config(ckpt, ckpt_path)
+    step = checked_step(ckpt, ckpt_path)
+    weights = checked_weights(ckpt, cfg, ckpt_path, use_ema=use_ema, num_classes=len(class_names))
     try:
-        cfg = config_mod.from_dict(ckpt["config"], strict=False)
         model = build_model(cfg, num_classes=len(class_names))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"Checkpoint {ckpt_path.name} has settings this version cannot build: {exc}") from exc
-    weights = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -72,7 +77,7 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
             f"Checkpoint {ckpt_path.name}'s weights do not fit its model settings: {str(exc).splitlines()[0]}"
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
-    return LoadedModel(model, cfg, build_schedule(cfg), int(ckpt["step"]), ckpt_path, class_names)
+    return LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names)
 
 
 def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:

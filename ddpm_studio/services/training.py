@@ -29,6 +29,7 @@ from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.ema import EMA
 from ddpm_studio.core.objectives import bucket_losses, per_sample_loss, sample_timesteps
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
 from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
 from ddpm_studio.services.control import RunControl
@@ -128,7 +129,11 @@ class TrainingSession:
     def _load_resume(self) -> dict[str, Any]:
         assert self.resume_from is not None
         ckpt = load_checkpoint(self.resume_from)
-        saved = config_mod.from_dict(ckpt["config"], strict=False)
+        from ddpm_studio.services.checkpoint_check import check_checkpoint
+
+        # Settings, step, classes and weight shapes are checked before any model is built from them: a crafted
+        # file cannot make this process allocate a huge network, and a mismatch is named precisely.
+        saved = check_checkpoint(ckpt, self.resume_from)
         cfg = config_mod.from_dict(self.overrides, base=saved) if self.overrides else saved
         for section in ("model", "diffusion"):
             if getattr(cfg, section) != getattr(saved, section):
@@ -271,8 +276,9 @@ class TrainingSession:
         # One host sync: refuse to apply a non-finite loss or gradient, so the weights stay good.
         # (With fp16 loss scaling, the scaler skips overflowing steps itself.)
         if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
+            what, value = ("loss", total) if not bool(torch.isfinite(total)) else ("gradient", norm)
             raise TrainingError(
-                f"The loss became {'NaN' if torch.isnan(total) else 'infinite'} at step {self.step + 1}: "
+                f"The {what} became {'NaN' if torch.isnan(value) else 'infinite'} at step {self.step + 1}: "
                 "training stopped and the last checkpoint is kept. Resume from it with a lower learning rate."
             )
         self.scaler.step(self.optimizer)
@@ -323,11 +329,39 @@ class TrainingSession:
             save_checkpoint(path, self._checkpoint_payload(recent_loss))
         except OSError as exc:
             log.error("Checkpoint at step %d failed: %s", self.step, exc)
-            return CheckpointFailed(self.step, f"Could not save checkpoint at step {self.step}: {exc.strerror or exc}")
+            message = f"Could not save checkpoint at step {self.step}: {exc.strerror or exc}"
+            if self._pause_on_failed_save():
+                # Keep the work: wait for the user to free space (or fix the folder), then _save retries.
+                self.control.pause()
+                message += ". Training is paused: free some disk space, then resume to retry the save"
+            return CheckpointFailed(self.step, message)
         self._last_saved_step = self.step
         deleted = self.run.apply_retention(self.cfg.schedule.keep_last, protect=path)
         self._status(step=self.step, last_checkpoint=str(path))
         return CheckpointSaved(self.step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))
+
+    def _pause_on_failed_save(self) -> bool:
+        """Pause after a failed save, unless stopping, or under torchrun (no one there to resume it)."""
+        return not self.dist.enabled and not self.control.stop_requested
+
+    def _save(self, recent_loss: float | None = None) -> Iterator[Any]:
+        """Save a checkpoint; when that fails and the run paused, retry on each resume until it works or is stopped.
+
+        Returns the last CheckpointSaved / CheckpointFailed.
+        """
+        event = self.save_checkpoint(recent_loss)
+        yield event
+        while isinstance(event, CheckpointFailed) and self.control.paused and not self.control.stop_requested:
+            self._status(state="paused", step=self.step)
+            yield RunPaused(self.step)
+            self.control.wait_resumed()
+            if self.control.stop_requested:
+                break
+            self._status(state="running", step=self.step)
+            yield RunResumed(self.step)
+            event = self.save_checkpoint(recent_loss)
+            yield event
+        return event
 
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[Any]:
@@ -339,9 +373,16 @@ class TrainingSession:
             finished = True
         except GeneratorExit:
             raise
-        except BaseException:
+        except BaseException as exc:
             self._healthy = False
             self._status(state="failed", step=self.step)
+            if isinstance(exc, Exception) and is_out_of_memory(exc) and self.cfg is not None:
+                o = self.cfg.optim
+                raise TrainingError(
+                    f"Out of memory at step {self.step + 1} with {o.batch_size} images per micro-batch: "
+                    f"{oom_advice(o.batch_size, o.grad_accum)}. The last checkpoint is kept; resume from it with those "
+                    f"settings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                ) from exc
             raise
         finally:
             if not finished and self.run is not None and self._healthy is False:
@@ -421,13 +462,12 @@ class TrainingSession:
             if main and ((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
                 sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60
             )):
-                yield self.save_checkpoint(loss)
+                yield from self._save(loss)
                 last_ckpt_t = time.perf_counter()
 
         checkpoint = None
         if main and self.step > self._last_saved_step:
-            event = self.save_checkpoint()
-            yield event
+            event = yield from self._save()
             checkpoint = event.path if isinstance(event, CheckpointSaved) else None
         elif main:
             latest = self.run.latest_checkpoint()
