@@ -28,6 +28,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import, before any worker thread exists (os.umask is process-wide, not thread-safe).
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename into place."""
     path = Path(path)
@@ -35,6 +45,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     # The pid in the name lets a later process tell a killed writer's leftover from a write in progress.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would (0666 minus the umask),
+        # so saved images and checkpoints can be shared like any other file the user writes.
+        if hasattr(os, "fchmod"):
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -121,3 +121,18 @@ def test_ema_warmup_and_average():
     other.load_state_dict(state)
     assert other.num_updates == 201
     torch.testing.assert_close(other.model.weight, ema.model.weight)
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    """Not mkstemp's owner-only 0600: what open() would give (0666 minus the umask)."""
+    import os
+
+    from ddpm_studio.core import atomic
+
+    target = tmp_path / "grid.png"
+    atomic.atomic_write(target, lambda fh: fh.write(b"x"))
+    assert target.read_bytes() == b"x"
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert mask == atomic._UMASK
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,9 +1,8 @@
 """Injected faults during training, through the CLI a user types: disk full, NaN / inf, out of memory.
 
 Each is injected under the real code path (the real checkpoint writer, the real training step), and each
-must end with a message, no traceback, and every earlier checkpoint intact and loadable. What still needs
-a change in services/training.py or cli.py (pausing on a full disk, naming a batch size on OOM) is in
-test_pending_faults.py.
+must end with a message, no traceback, and every earlier checkpoint intact and loadable. Pausing on a full
+disk, naming a batch size on OOM and ``--find-batch-size`` are tested in test_save_retry_and_oom.py.
 """
 
 from __future__ import annotations
@@ -109,8 +108,8 @@ def _retention_only_after_good_saves(monkeypatch: pytest.MonkeyPatch, disk: Disk
 
 
 # ---------------------------------------------------------------------------------------------- disk full
-# These hold whether a failed save lets training go on (today) or pauses it until resumed (the pending patch:
-# test_pending_faults.py checks the pause itself).
+# These hold whether a failed save lets training go on or pauses it until resumed (test_save_retry_and_oom.py
+# checks the pause itself).
 
 def test_disk_full_keeps_earlier_checkpoints_and_tells_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,8 +137,8 @@ def test_sample_refuses_hostile_checkpoint(good_checkpoint: Path, tmp_path: Path
     assert path.read_bytes() == before, "a damaged checkpoint is never changed or deleted"
 
 
-# Resume refuses these without a traceback today. Refusing giant_model_settings and nan_weights at all, and naming the
-# problem for the last four, needs training.py to run the same checks as sample: see test_pending_resume_checks.py.
+# Resume refuses these without a traceback. Refusing giant_model_settings and nan_weights, and naming the problem
+# for the last four, come from training.py running the same checks as sample: see test_resume_checks.py.
 RESUME_CASES = ["truncated_half", "zero_bytes", "random_bytes", "future_version", "other_architecture", "other_model_weights",
                 "config_wrong_types", "config_not_a_table", "step_not_a_number", "ema_not_a_dict", "weights_not_tensors"]
 

@@ -1,7 +1,5 @@
-"""PENDING: faults whose expected behaviour needs changes in services/training.py and cli.py.
-
-These fail until /tmp/reliability-patches/training.patch and cli.patch (described in docs/reliability.md,
-"Pending patches") are applied; they are kept apart so the rest of the suite stays green meanwhile.
+"""Faults whose handling lives in services/training.py and cli.py (docs/reliability.md, "Changes to
+training and the CLI").
 
 - A full disk pauses the run (instead of training on with no checkpoint), and resuming retries the save;
   the CLI retries by itself every DDPM_STUDIO_SAVE_RETRY_SECONDS.
