@@ -29,6 +29,19 @@ def per_sample_loss(eps_pred: Tensor, noise: Tensor, loss_type: str = "mse") -> 
     return elementwise.flatten(1).mean(dim=1)
 
 
+def min_snr_weights(alphas_cumprod: Tensor, gamma: float) -> Tensor:
+    """Per-timestep loss weights min(SNR_t, γ) / SNR_t for ε-prediction (Hang et al. 2023, "Min-SNR").
+
+    SNR_t = ᾱ_t / (1 - ᾱ_t). Nearly clean inputs (SNR above γ) are weighted down, so the network's
+    capacity goes to the noisy steps that decide an image's layout and colours; the paper reports
+    ~3x faster convergence. γ <= 0 gives uniform weights (Ho et al.'s simple loss).
+    """
+    if gamma <= 0:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod.double() / (1.0 - alphas_cumprod.double())
+    return (snr.clamp(max=gamma) / snr).to(alphas_cumprod.dtype)
+
+
 def bucket_losses(losses: Tensor, t: Tensor, num_timesteps: int, buckets: int = 4) -> tuple[Tensor, Tensor]:
     """Sum and count of the loss in each quarter of t (improved-diffusion's q0..q3 logging).
 

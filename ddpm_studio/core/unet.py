@@ -182,11 +182,12 @@ PRESETS: dict[str, Preset] = {
         "16x16, 0.7M parameters: for tests and quick checks of the pipeline, not for good samples.",
     ),
     "laptop": Preset(
-        # Narrow at full resolution, where a CPU spends its time: ~2.4x faster per step than base 64
-        # with mults (1, 2, 2) (6.5M parameters), for the same parameter count.
-        UNetConfig(image_size=32, base_channels=32, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
-                   attention_resolutions=(16,)),
-        "32x32, 6.1M parameters: the paper's layout slimmed where it is costly, to train usefully on a laptop CPU.",
+        # Three levels, one residual block each, attention only at 8x8: on a 2-core CPU (bf16) it trains at
+        # ~99 img/s against ~43 for the four-level, two-block layout of 6.1M parameters, and on the demo shapes
+        # the number of steps in ten minutes matters more than the width (docs/samples).
+        UNetConfig(image_size=32, base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1,
+                   attention_resolutions=(8,)),
+        "32x32, 2.7M parameters: small enough to train usefully on a laptop CPU (demo shapes in ~10 minutes).",
     ),
     "cifar10": Preset(
         UNetConfig(image_size=32, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,

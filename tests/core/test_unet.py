@@ -96,7 +96,7 @@ def test_preset_names_match_the_run_settings():
 
 def test_other_image_size_keeps_attention_at_the_same_depth():
     assert preset_config("tiny", image_size=28).attention_resolutions == (14,)  # MNIST
-    assert preset_config("laptop", image_size=64).attention_resolutions == (32,)
+    assert preset_config("laptop", image_size=64).attention_resolutions == (16,)  # 8 at 32x32: depth 2
     assert preset_config("cifar10", image_size=64).attention_resolutions == (32,)
     assert preset_config("cifar10", image_size=64, attention_resolutions=(16, 8)).attention_resolutions == (16, 8)
     cfg = preset_config("cifar10", in_channels=1, base_channels=64, channel_mults=[1, 2])

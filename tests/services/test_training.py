@@ -160,3 +160,18 @@ def test_resume_refuses_model_changes(tmp_path, tiny_cfg):
     ckpt = RunFolder(tmp_path / "a").latest_checkpoint().path
     with pytest.raises(TrainingError, match=r"\[model\] settings cannot change"):
         collect(TrainingSession(resume_from=ckpt, overrides={"model": {"base_channels": 64}}))
+
+
+def test_min_snr_weighting_changes_the_update_not_the_reported_loss(tmp_path, tiny_cfg):
+    """Min-SNR reweights the gradient; the loss a user sees stays the plain ε-MSE of the same batch.
+
+    Three steps, because Adam's first update is lr·sign(g) whatever the weights (and the zero-initialised
+    output layer is all the first step moves)."""
+    runs = {}
+    for gamma in (0.0, 5.0):
+        cfg = tiny_cfg(diffusion={"min_snr_gamma": gamma}, optim={"total_steps": 3, "warmup_steps": 0})
+        events = collect(TrainingSession(cfg, runs_dir=tmp_path, run_name=f"g{gamma}"))
+        loss = next(e.loss for e in events if isinstance(e, ev.TrainProgress))
+        runs[gamma] = (loss, load_checkpoint(RunFolder(tmp_path / f"g{gamma}").latest_checkpoint().path)["model"])
+    assert runs[0.0][0] == pytest.approx(runs[5.0][0], rel=1e-6)
+    assert any(not torch.equal(runs[0.0][1][k], runs[5.0][1][k]) for k in runs[0.0][1])

@@ -29,7 +29,7 @@ from ddpm_studio.services import config as config_mod
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "Laptop CPU (default)": {
         "model": {"preset": "laptop"}, "data": {"image_size": 32}, "diffusion": {"timesteps": 1000},
-        "optim": {"batch_size": 32, "lr": 2e-4, "warmup_steps": 500, "total_steps": 20_000, "ema_decay": 0.999},
+        "optim": {"batch_size": 32, "lr": 2e-3, "warmup_steps": 100, "total_steps": 20_000, "ema_decay": 0.999},
         "schedule": {"preview_every": 250, "preview_minutes": 1.0, "checkpoint_every": 2000},
     },
     "Quick pipeline check (tiny model, ~1 min)": {
