@@ -62,7 +62,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     _fsync_dir(path.parent)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this id exists (ours, or someone else's we may not signal)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     if pid == os.getpid():
         return True
     try:
@@ -88,7 +91,7 @@ def remove_stale_temp_files(folder: str | Path, pattern: str = ".*.tmp") -> list
         match = _TEMP_RE.match(entry.name)
         try:
             if match is not None:
-                stale = not _pid_alive(int(match.group("pid")))
+                stale = not pid_alive(int(match.group("pid")))
             else:
                 stale = time.time() - entry.stat().st_mtime > _UNNAMED_STALE_SECONDS
             if stale and entry.is_file() and not entry.is_symlink():

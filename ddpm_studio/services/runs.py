@@ -25,7 +25,7 @@ from typing import Any
 
 import platformdirs
 
-from ddpm_studio.core.atomic import atomic_write, remove_stale_temp_files
+from ddpm_studio.core.atomic import atomic_write, pid_alive, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +146,12 @@ class RunFolder:
     def is_interrupted(self) -> bool:
         """True when run.json says running but its process is gone (a crash or a kill)."""
         status = self.read_status()
-        return status.get("state") == "running" and not _pid_alive(status.get("pid"))
+        return status.get("state") == "running" and not pid_alive(status.get("pid"))
 
 
 def _safe_name(name: str) -> str:
     cleaned = re.sub(r"[^\w.-]+", "-", name).strip(".-")
     return cleaned or "run"
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunFolder]:

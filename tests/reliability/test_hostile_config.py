@@ -95,7 +95,8 @@ def test_unreadable_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ids=["text", "inf", "nan", "float", "ints", "negative", "cross_field", "indivisible_size", "choice"],
 )
 def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needles: list[str]) -> None:
-    code = main(["train", "--total-steps", "1", *flags, "--runs-dir", str(tmp_path / "runs")])  # a flag that became valid fails fast
+    # At most one step, so a flag that became valid fails fast instead of training to the timeout.
+    code = main(["train", "--total-steps", "1", *flags, "--runs-dir", str(tmp_path / "runs")])
     assert_clean_failure(code, capsys.readouterr().err, *needles, expected_code=2)
     assert not (tmp_path / "runs").exists()
 
