@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
-from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.ema import EMA
 from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, per_sample_loss, sample_timesteps
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
+from ddpm_studio.services.checkpointing import Checkpointer
 from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
 from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.distributed import Distributed, start
@@ -119,7 +120,7 @@ class TrainingSession:
         self.control = control or RunControl()
         self.run: RunFolder | None = None
         self.step = 0
-        self._last_saved_step = -1
+        self.checkpointer: Checkpointer | None = None  # once the run folder exists
         self._healthy = True
         self.distributed = distributed
         self.dist = Distributed()
@@ -175,6 +176,8 @@ class TrainingSession:
             self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, self.run_name).path) if main else None))
         if main:
             config_mod.save_config_file(cfg, self.run.config_path)
+        self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
+                                         pause_on_failure=not self.dist.enabled)
 
         self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
@@ -224,7 +227,7 @@ class TrainingSession:
         if "scaler" in ckpt and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
-        self._last_saved_step = self.step
+        self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
         rng = ckpt.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -324,46 +327,12 @@ class TrainingSession:
         return payload
 
     def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
-        """Write the current state; delete old ones only after the new one is safely on disk."""
-        assert self.run is not None and self.cfg is not None
-        path = self.run.checkpoint_path(self.step)
-        try:
-            save_checkpoint(path, self._checkpoint_payload(recent_loss))
-        except OSError as exc:
-            log.error("Checkpoint at step %d failed: %s", self.step, exc)
-            message = f"Could not save checkpoint at step {self.step}: {exc.strerror or exc}"
-            if self._pause_on_failed_save():
-                # Keep the work: wait for the user to free space (or fix the folder), then _save retries.
-                self.control.pause()
-                message += ". Training is paused: free some disk space, then resume to retry the save"
-            return CheckpointFailed(self.step, message)
-        self._last_saved_step = self.step
-        deleted = self.run.apply_retention(self.cfg.schedule.keep_last, protect=path)
-        self._status(step=self.step, last_checkpoint=str(path))
-        return CheckpointSaved(self.step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))
-
-    def _pause_on_failed_save(self) -> bool:
-        """Pause after a failed save, unless stopping, or under torchrun (no one there to resume it)."""
-        return not self.dist.enabled and not self.control.stop_requested
+        """Write the current state (see :class:`Checkpointer` for what happens when that fails)."""
+        return self.checkpointer.save(self.step, self._checkpoint_payload(recent_loss))
 
     def _save(self, recent_loss: float | None = None) -> Iterator[Any]:
-        """Save a checkpoint; when that fails and the run paused, retry on each resume until it works or is stopped.
-
-        Returns the last CheckpointSaved / CheckpointFailed.
-        """
-        event = self.save_checkpoint(recent_loss)
-        yield event
-        while isinstance(event, CheckpointFailed) and self.control.paused and not self.control.stop_requested:
-            self._status(state="paused", step=self.step)
-            yield RunPaused(self.step)
-            self.control.wait_resumed()
-            if self.control.stop_requested:
-                break
-            self._status(state="running", step=self.step)
-            yield RunResumed(self.step)
-            event = self.save_checkpoint(recent_loss)
-            yield event
-        return event
+        """Save, pausing for a retry on failure; returns the last CheckpointSaved / CheckpointFailed."""
+        return (yield from self.checkpointer.save_retrying(self.step, lambda: self._checkpoint_payload(recent_loss)))
 
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[Any]:
@@ -389,8 +358,8 @@ class TrainingSession:
         finally:
             if not finished and self.run is not None and self._healthy is False:
                 pass  # never checkpoint a failed state: the last good checkpoint stays the newest
-            elif (not finished and self.run is not None and self.step > self._last_saved_step and hasattr(self, "batches")
-                  and self.dist.is_main):
+            elif (not finished and self.checkpointer is not None and self.step > self.checkpointer.last_saved_step
+                  and hasattr(self, "batches") and self.dist.is_main):
                 # Closed from outside (GeneratorExit) without a stop request: still keep the work.
                 self.save_checkpoint()
                 self._status(state="stopped", step=self.step)
@@ -468,7 +437,7 @@ class TrainingSession:
                 last_ckpt_t = time.perf_counter()
 
         checkpoint = None
-        if main and self.step > self._last_saved_step:
+        if main and self.step > self.checkpointer.last_saved_step:  # type: ignore[union-attr]
             event = yield from self._save()
             checkpoint = event.path if isinstance(event, CheckpointSaved) else None
         elif main:
