@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The performance issue's targets (stricter than the desktop-app issue's 2 s and 100 ms).
+PAINT_TARGET_S = 1.0
+GAP_TARGET_MS = 50.0
 sys.path.insert(0, str(ROOT))
 
 LAUNCH_PROBE = r"""
@@ -273,22 +276,22 @@ def main() -> int:
                     "qt_platform": os.environ["QT_QPA_PLATFORM"],
                     "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
         "time_to_painted_window": paint, "training": train, "loss_plot": plot, "big_folder": folder,
-        "targets": {"painted_window_s": 2.0, "event_loop_gap_ms": 100.0},
+        "targets": {"painted_window_s": PAINT_TARGET_S, "event_loop_gap_ms": GAP_TARGET_MS},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 
     steady = train["phases"].get("training", {})
     rows = [
-        ("Process start → painted window (median)", f"{paint['median_s']:.2f} s", "< 2 s",
-         "ok" if paint["median_s"] < 2 else "MISSED"),
+        ("Process start → painted window (median)", f"{paint['median_s']:.2f} s", f"<= {PAINT_TARGET_S:g} s",
+         "ok" if paint["median_s"] <= PAINT_TARGET_S else "MISSED"),
         ("torch imported before first paint", str(paint["torch_imported_before_paint"]), "False",
          "ok" if not paint["torch_imported_before_paint"] else "MISSED"),
     ]
     for phase, s in train["phases"].items():
         if s:
-            target = "< 100 ms" if phase == "training" else "(info)"
-            verdict = ("ok" if s["max_ms"] < 100 else "MISSED") if phase == "training" else ""
+            target = f"<= {GAP_TARGET_MS:g} ms" if phase == "training" else "(info)"
+            verdict = ("ok" if s["max_ms"] <= GAP_TARGET_MS else "MISSED") if phase == "training" else ""
             rows.append((f"Longest event-loop gap: {phase}", f"{s['max_ms']:.0f} ms (p99 {s['p99_ms']:.0f})", target, verdict))
     rows += [
         (f"Training {train['preset']} on demo data", f"{train['steps']} steps in {train['seconds']} s, "
