@@ -73,7 +73,7 @@ def train(args: argparse.Namespace) -> Path:
     cfg = config_mod.check(config_mod.from_dict({
         "data": {"source": "demo", "image_size": args.image_size, "channels": 3},
         "model": {"preset": args.preset},
-        "diffusion": {"timesteps": 1000, "schedule": args.schedule},
+        "diffusion": {"timesteps": 1000, "schedule": args.schedule, "prediction": "epsilon"},  # as published in its table
         "optim": {"batch_size": 32, "lr": 1e-3, "warmup_steps": min(200, args.train_steps // 10), "lr_schedule": "cosine",
                   "ema_decay": 0.999, "total_steps": args.train_steps, "device": "cpu", "seed": args.seed,
                   "mixed_precision": args.precision},

@@ -1,4 +1,11 @@
-"""The ε-prediction training objective (Ho et al. 2020, Algorithm 1) and its per-timestep breakdown."""
+"""The training objective (Ho et al. 2020, Algorithm 1; or its v-prediction form) and its per-timestep breakdown.
+
+ε-prediction is the paper's. v-prediction (Salimans & Ho 2022) trains the same network on a target that
+is mostly noise at low t and mostly the (negated) image at high t, so a young model gets the overall
+colours and layout right early: an ε-model's image estimate at high t is (x_t - √(1-ᾱ) ε̂)/√ᾱ, which
+multiplies its errors by up to ~150 on the linear schedule.
+Samplers always receive ε (:meth:`NoiseSchedule.predict_eps_from_v` converts), so none of them changes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddpm_studio.core.choices import LOSS_TYPES
+from ddpm_studio.core.choices import LOSS_TYPES, PREDICTIONS
+from ddpm_studio.core.schedules import NoiseSchedule
 
 
 def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -14,10 +22,19 @@ def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator,
     return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
 
 
-def per_sample_loss(eps_pred: Tensor, noise: Tensor, loss_type: str = "mse") -> Tensor:
-    """‖ε - ε_θ(x_t, t)‖ averaged over pixels, one value per sample (B,), computed in float32."""
-    pred = eps_pred.float()
-    target = noise.float()
+def training_target(schedule: NoiseSchedule, prediction: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """What the network learns to output for x_t = q_sample(x0, t, noise): ε, or v."""
+    if prediction == "epsilon":
+        return noise
+    if prediction == "v":
+        return schedule.velocity(x0, t, noise)
+    raise ValueError(f"Unknown prediction target {prediction!r}; choose one of {PREDICTIONS}")
+
+
+def per_sample_loss(pred: Tensor, target: Tensor, loss_type: str = "mse") -> Tensor:
+    """‖target - prediction‖ (ε or v) averaged over pixels, one value per sample (B,), computed in float32."""
+    pred = pred.float()
+    target = target.float()
     if loss_type == "mse":
         elementwise = F.mse_loss(pred, target, reduction="none")
     elif loss_type == "l1":
@@ -29,17 +46,18 @@ def per_sample_loss(eps_pred: Tensor, noise: Tensor, loss_type: str = "mse") -> 
     return elementwise.flatten(1).mean(dim=1)
 
 
-def min_snr_weights(alphas_cumprod: Tensor, gamma: float) -> Tensor:
-    """Per-timestep loss weights min(SNR_t, γ) / SNR_t for ε-prediction (Hang et al. 2023, "Min-SNR").
+def min_snr_weights(alphas_cumprod: Tensor, gamma: float, prediction: str = "epsilon") -> Tensor:
+    """Per-timestep loss weights of Min-SNR-γ (Hang et al. 2023): min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ)/(SNR_t + 1) for v.
 
-    SNR_t = ᾱ_t / (1 - ᾱ_t). Nearly clean inputs (SNR above γ) are weighted down, so the network's
-    capacity goes to the noisy steps that decide an image's layout and colours; the paper reports
-    ~3x faster convergence. γ <= 0 gives uniform weights (Ho et al.'s simple loss).
+    SNR_t = ᾱ_t / (1 - ᾱ_t). Both give the x_0 error the weight min(SNR_t, γ): nearly clean inputs (SNR
+    above γ) are weighted down, so the network's capacity goes to the noisy steps that decide an image's
+    layout and colours; the paper reports ~3x faster convergence. γ <= 0 gives uniform weights.
     """
     if gamma <= 0:
         return torch.ones_like(alphas_cumprod)
     snr = alphas_cumprod.double() / (1.0 - alphas_cumprod.double())
-    return (snr.clamp(max=gamma) / snr).to(alphas_cumprod.dtype)
+    denominator = snr if prediction == "epsilon" else snr + 1.0
+    return (snr.clamp(max=gamma) / denominator).to(alphas_cumprod.dtype)
 
 
 def bucket_losses(losses: Tensor, t: Tensor, num_timesteps: int, buckets: int = 4) -> tuple[Tensor, Tensor]:

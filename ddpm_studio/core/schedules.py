@@ -127,7 +127,21 @@ class NoiseSchedule:
             + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise
         )
 
+    def velocity(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """v = √ᾱ_t ε - √(1-ᾱ_t) x_0, the v-prediction target (Salimans & Ho 2022, eq. 11)."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x0.ndim) * noise
+            - extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0
+        )
+
     # -- reverse-process helpers -----------------------------------------------------
+    def predict_eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """ε = √ᾱ_t v + √(1-ᾱ_t) x_t (substitute x_t = √ᾱ x_0 + √(1-ᾱ) ε into v's definition)."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_t.ndim) * v
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t
+        )
+
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t, inverting eq. (4)."""
         return (

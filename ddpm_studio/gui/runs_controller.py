@@ -72,7 +72,7 @@ class RunsController(QObject):
         def read() -> tuple[list[dict[str, Any]], Any, list[tuple[int, str]]]:
             records = read_metrics(run.metrics_path)
             try:
-                cfg: Any = config_mod.load_config_file(run.config_path)
+                cfg: Any = config_mod.load_config_file(run.config_path, saved_run=True)
             except config_mod.ConfigError as exc:
                 cfg = exc
             previews = []

@@ -29,7 +29,7 @@ def checked_config(ckpt: dict[str, Any], path: str | Path) -> config_mod.RunConf
     if not isinstance(raw, dict):
         raise CheckpointError(f"Checkpoint {name} has no readable settings (its config is {type(raw).__name__}, not a table)")
     try:
-        cfg = config_mod.from_dict(raw, strict=False)
+        cfg = config_mod.from_dict(config_mod.with_legacy_defaults(raw), strict=False)
     except config_mod.ConfigError as exc:
         raise CheckpointError(f"Checkpoint {name} has settings this version cannot use: {'; '.join(exc.errors)}") from None
     # The data folder of the machine that trained it need not exist here: check everything else.

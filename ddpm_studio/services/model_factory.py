@@ -40,8 +40,12 @@ def build_schedule(cfg: RunConfig) -> NoiseSchedule:
     return NoiseSchedule.create(cfg.diffusion.schedule, cfg.diffusion.timesteps)
 
 
-def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None, guidance_scale: float = 1.0) -> Any:
+def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None, guidance_scale: float = 1.0, *,
+                  prediction: str = "epsilon", schedule: NoiseSchedule | None = None) -> Any:
     """ε_θ as the plain function samplers take: inference mode, autocast, float32 out.
+
+    A v-prediction model's output is turned into ε here (``schedule`` is needed for that), so every
+    sampler works on ε alone. Guidance is affine in the output, so it may combine v's as well as ε's.
 
     With ``labels`` (a class-conditional model), classifier-free guidance (Ho & Salimans 2022, eq. 6
     rewritten with s = 1 + w): ε̃ = ε_θ(x, t, ∅) + s (ε_θ(x, t, y) - ε_θ(x, t, ∅)). s = 0 is the
@@ -49,6 +53,14 @@ def make_denoiser(model: nn.Module, autocast: Any, labels: Tensor | None = None,
     runs both branches as one doubled batch. Without labels, ``guidance_scale`` is ignored.
     """
     import torch
+
+    if prediction == "v":
+        if schedule is None:
+            raise ValueError("a v-prediction model needs its noise schedule to give ε")
+        as_v = make_denoiser(model, autocast, labels, guidance_scale)
+        return lambda x, t: schedule.predict_eps_from_v(x, t, as_v(x, t))
+    if prediction != "epsilon":
+        raise ValueError(f"Unknown prediction target {prediction!r}")
 
     def plain(x: Tensor, t: Tensor) -> Tensor:
         with torch.inference_mode(), autocast():

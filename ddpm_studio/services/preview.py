@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ddpm_studio.core.device import DeviceChoice
-from ddpm_studio.core.objectives import per_sample_loss
+from ddpm_studio.core.objectives import per_sample_loss, training_target
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.services.config import RunConfig
@@ -56,13 +56,15 @@ class Previewer:
         model.eval()
         x_t = self.schedule.q_sample(self.val_x0, self.val_t, self.val_noise)
         with self.device.autocast():
-            eps = model(x_t, self.val_t, self.val_y)
+            out = model(x_t, self.val_t, self.val_y)
         model.train(was_training)
-        return float(per_sample_loss(eps, self.val_noise, self.cfg.diffusion.loss).mean())
+        target = training_target(self.schedule, self.cfg.diffusion.prediction, self.val_x0, self.val_t, self.val_noise)
+        return float(per_sample_loss(out, target, self.cfg.diffusion.loss).mean())
 
     def preview(self, ema_model: nn.Module, model: nn.Module, step: int) -> PreviewReady:
         """Sample the fixed noise with the EMA weights, keep ~10 frames, save the final grid as PNG."""
-        denoise = make_denoiser(ema_model, self.device.autocast, self.labels)
+        denoise = make_denoiser(ema_model, self.device.autocast, self.labels, prediction=self.cfg.diffusion.prediction,
+                                schedule=self.schedule)
         gen = torch.Generator(device=self.device.device).manual_seed(self.cfg.optim.seed + 54_321)
         keep = set(pick_frames(self.spec.steps_for(self.schedule.num_timesteps), PREVIEW_FRAMES))
         x_t, x0, timesteps = [], [], []

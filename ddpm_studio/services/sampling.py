@@ -148,7 +148,8 @@ def denoise_batches(
         x_T, labels = make()
         if labels is not None:
             labels = labels.to(device.device)
-        denoise = make_denoiser(loaded.model, device.autocast, labels, guidance_scale)
+        denoise = make_denoiser(loaded.model, device.autocast, labels, guidance_scale,
+                                prediction=loaded.cfg.diffusion.prediction, schedule=loaded.schedule)
         final = None
         for s in iter_sampler(spec, denoise, loaded.schedule, x_T.to(device.device), generator):
             if control is not None and control.stop_requested:

@@ -27,7 +27,13 @@ import torch
 from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.ema import EMA
-from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, per_sample_loss, sample_timesteps
+from ddpm_studio.core.objectives import (
+    bucket_losses,
+    min_snr_weights,
+    per_sample_loss,
+    sample_timesteps,
+    training_target,
+)
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
@@ -183,7 +189,8 @@ class TrainingSession:
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         self.schedule = build_schedule(cfg)
         gamma = cfg.diffusion.min_snr_gamma
-        self.loss_weights = min_snr_weights(self.schedule.alphas_cumprod, gamma).to(dev) if gamma > 0 else None
+        self.loss_weights = (min_snr_weights(self.schedule.alphas_cumprod, gamma, cfg.diffusion.prediction).to(dev)
+                             if gamma > 0 else None)
         fused = dev.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                            foreach=not fused, fused=fused or None)
@@ -264,11 +271,12 @@ class TrainingSession:
                 y = share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
             with self.dist.no_sync(self.net, last=micro == cfg.optim.grad_accum - 1):
                 with self.device.autocast():
-                    eps = self.net(x_t, t, y)
-                losses = per_sample_loss(eps, noise, cfg.diffusion.loss)
+                    out = self.net(x_t, t, y)
+                target = training_target(self.schedule, cfg.diffusion.prediction, x0, t, noise)
+                losses = per_sample_loss(out, target, cfg.diffusion.loss)
                 weighted = losses if self.loss_weights is None else losses * self.loss_weights[t]
                 self.scaler.scale(weighted.mean() / cfg.optim.grad_accum).backward()
-            total += losses.detach().mean() / cfg.optim.grad_accum  # the unweighted ε-loss is what we report
+            total += losses.detach().mean() / cfg.optim.grad_accum  # the unweighted loss (ε or v) is what we report
             s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
         if self.dist.enabled:

@@ -54,6 +54,15 @@ def test_x0_eps_round_trip():
     torch.testing.assert_close(s.predict_eps_from_x0(x_t, t, x0), eps, rtol=1e-3, atol=1e-3)
 
 
+def test_v_eps_round_trip():
+    """ε recovered from (x_t, v) is the ε that made x_t, at every t (so v-models can drive ε samplers)."""
+    s = NoiseSchedule.create("linear", 1000)
+    x0, eps = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    t = torch.tensor([0, 1, 100, 400, 700, 900, 998, 999])
+    x_t = s.q_sample(x0, t, eps)
+    torch.testing.assert_close(s.predict_eps_from_v(x_t, t, s.velocity(x0, t, eps)), eps, rtol=1e-4, atol=1e-4)
+
+
 def test_q_sample_statistics():
     s = NoiseSchedule.create("linear", 1000)
     g = torch.Generator().manual_seed(0)

@@ -60,3 +60,15 @@ def test_every_field_has_label_and_help():
         for f in dataclasses.fields(cls):
             assert f.metadata["label"] and f.metadata["help"], f.name
             c.field_kind(f)
+
+
+def test_a_saved_run_without_a_newer_setting_keeps_the_value_it_was_trained_with(tmp_path):
+    """Runs saved before v-prediction existed trained ε: their config.toml must not be read as the new default."""
+    path = tmp_path / "config.toml"
+    c.save_config_file(c.RunConfig(), path)
+    text = path.read_text(encoding="utf-8")
+    old = "\n".join(line for line in text.splitlines() if not line.startswith("prediction"))
+    assert old != text
+    path.write_text(old, encoding="utf-8")
+    assert c.load_config_file(path, saved_run=True).diffusion.prediction == "epsilon"
+    assert c.load_config_file(path).diffusion.prediction == c.DiffusionConfig().prediction == "v"  # a template for a new run
