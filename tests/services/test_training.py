@@ -163,7 +163,7 @@ def test_resume_refuses_model_changes(tmp_path, tiny_cfg):
 
 
 def test_min_snr_weighting_changes_the_update_not_the_reported_loss(tmp_path, tiny_cfg):
-    """Min-SNR reweights the gradient; the loss a user sees stays the plain ε-MSE of the same batch.
+    """Min-SNR reweights the gradient; the loss a user sees stays the plain MSE (of ε or v) of the same batch.
 
     Three steps, because Adam's first update is lr·sign(g) whatever the weights (and the zero-initialised
     output layer is all the first step moves)."""
