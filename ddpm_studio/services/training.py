@@ -274,9 +274,10 @@ class TrainingSession:
                     out = self.net(x_t, t, y)
                 target = training_target(self.schedule, cfg.diffusion.prediction, x0, t, noise)
                 losses = per_sample_loss(out, target, cfg.diffusion.loss)
-                weighted = losses if self.loss_weights is None else losses * self.loss_weights[t]
-                self.scaler.scale(weighted.mean() / cfg.optim.grad_accum).backward()
-            total += losses.detach().mean() / cfg.optim.grad_accum  # the unweighted loss (ε or v) is what we report
+                loss = losses.mean()  # the unweighted loss (ε or v) is what we report
+                objective = loss if self.loss_weights is None else (losses * self.loss_weights[t]).mean()
+                self.scaler.scale(objective / cfg.optim.grad_accum).backward()
+            total += loss.detach() / cfg.optim.grad_accum
             s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
         if self.dist.enabled:
