@@ -14,7 +14,6 @@ global batch, with the model in DistributedDataParallel; rank 0 alone writes the
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 import time
@@ -52,12 +51,10 @@ from ddpm_studio.services.events import (
     Status,
     TrainProgress,
 )
-from ddpm_studio.services.metrics import MetricsLog
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
 from ddpm_studio.services.runs import RunFolder
-
-log = logging.getLogger(__name__)
+from ddpm_studio.services.training_log import TrainingLog
 
 
 def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
@@ -204,12 +201,11 @@ class TrainingSession:
         self.net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
         self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
                                    rank=self.dist.rank, world=self.dist.world, cursor=cursor)
-        self.metrics = MetricsLog(self.run.metrics_path)
+        self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main)
         if ckpt is not None and main:
-            self.metrics.truncate_after(self.step)
+            self.training_log.truncate_after(self.step)
         self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,
                                    num_classes=len(self.class_names)) if main else None
-        self._tensorboard = _open_tensorboard(self.run.path) if cfg.schedule.tensorboard and main else None
         self._status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
         yield RunStarted(
             run_dir=str(self.run.path), step=self.step, total_steps=cfg.optim.total_steps, device=str(dev),
@@ -372,10 +368,8 @@ class TrainingSession:
                 # Closed from outside (GeneratorExit) without a stop request: still keep the work.
                 self.save_checkpoint()
                 self._status(state="stopped", step=self.step)
-            if hasattr(self, "metrics"):
-                self.metrics.close()
-            if getattr(self, "_tensorboard", None) is not None:
-                self._tensorboard.close()
+            if hasattr(self, "training_log"):
+                self.training_log.close()
             self.dist.close()
 
     def _loop(self) -> Iterator[Any]:
@@ -387,9 +381,6 @@ class TrainingSession:
         start = time.perf_counter()
         last_preview_t = last_ckpt_t = start
         step_time = None
-        win_loss, win_n = 0.0, 0
-        bucket_sum = torch.zeros(4)
-        bucket_cnt = torch.zeros(4)
         if main and self.step == 0 and sc.preview_every:
             yield self.previewer.preview(self.ema.model, self.model, self.step)
         while self.step < total_steps:
@@ -407,24 +398,13 @@ class TrainingSession:
             loss = float(loss_t)
             dt = time.perf_counter() - t0
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-            win_loss, win_n = win_loss + loss, win_n + 1
-            bucket_sum += sums.cpu()
-            bucket_cnt += counts.cpu()
+            self.training_log.add_step(loss, sums, counts)
             elapsed = time.perf_counter() - start
             yield TrainProgress(self.step, total_steps, loss, lr, images_per_step / step_time,
                                 step_time * (total_steps - self.step), elapsed)
 
             if main and (self.step % sc.log_every == 0 or self.step == total_steps):
-                record = {"step": self.step, "loss": win_loss / win_n, "lr": lr, "images_per_sec": images_per_step / step_time,
-                          "elapsed": round(elapsed, 3), "time": time.time()}
-                for q in range(4):
-                    if bucket_cnt[q] > 0:
-                        record[f"loss_q{q}"] = float(bucket_sum[q] / bucket_cnt[q])
-                self._log(record)
-                yield MetricsLogged(record)
-                win_loss, win_n = 0.0, 0
-                bucket_sum.zero_()
-                bucket_cnt.zero_()
+                yield MetricsLogged(self.training_log.interval_record(self.step, lr, images_per_step / step_time, elapsed))
 
             now = time.perf_counter()
             if main and ((sc.preview_every and self.step % sc.preview_every == 0) or (
@@ -433,11 +413,8 @@ class TrainingSession:
                 preview = self.previewer.preview(self.ema.model, self.model, self.step)
                 last_preview_t = time.perf_counter()
                 if preview.val_loss is not None:
-                    record = {"step": self.step, "val_loss": preview.val_loss, "time": time.time()}
-                    self._log(record)
-                    yield MetricsLogged(record)
-                if self._tensorboard is not None:
-                    self._tensorboard.add_image("preview", preview.image, self.step, dataformats="HWC")
+                    yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
+                self.training_log.preview_image(preview.image, self.step)
                 yield preview
             if main and ((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
                 sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60
@@ -456,20 +433,3 @@ class TrainingSession:
         self._status(state=reason, step=self.step)
         self.dist.barrier()  # every rank finishes after rank 0's last checkpoint is on disk
         yield RunFinished(self.step, reason, checkpoint)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.append(record)
-        if self._tensorboard is not None:
-            for key, value in record.items():
-                if key not in ("step", "time") and isinstance(value, float):
-                    self._tensorboard.add_scalar(key, value, record["step"])
-
-
-def _open_tensorboard(run_path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("TensorBoard logging was asked for but the tensorboard package is not installed; "
-                    "the metrics log (metrics.jsonl) is still written. Install it with: pip install tensorboard")
-        return None
-    return SummaryWriter(str(run_path / "tensorboard"))
