@@ -1,6 +1,7 @@
 """Names of the modelling choices, importable without torch (the GUI builds its form before torch loads)."""
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
+from ddpm_studio.core.sampler_catalog import SAMPLER_NAMES  # noqa: F401 - the registry is the one source
+
 #: Samplers that map x_T to x_0 deterministically (interpolation needs one; DDIM only with η = 0).
 DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
 SPACINGS = ("uniform", "quadratic", "trailing")
@@ -11,3 +12,5 @@ PREDICTIONS = ("epsilon", "v")
 BETA_SCHEDULE_NAMES = ("linear", "cosine")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")
+#: The loss is logged per bucket of t: quarters of [0, T), as improved-diffusion logs q0..q3.
+TIMESTEP_BUCKETS = 4

@@ -9,11 +9,15 @@ Samplers always receive ε (:meth:`NoiseSchedule.predict_eps_from_v` converts), 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddpm_studio.core.choices import LOSS_TYPES, PREDICTIONS
+from ddpm_studio.core.choices import LOSS_TYPES, PREDICTIONS, TIMESTEP_BUCKETS
 from ddpm_studio.core.schedules import NoiseSchedule
 
 
@@ -46,6 +50,30 @@ def per_sample_loss(pred: Tensor, target: Tensor, loss_type: str = "mse") -> Ten
     return elementwise.flatten(1).mean(dim=1)
 
 
+def training_losses(
+    model: Callable[..., Tensor],
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    *,
+    prediction: str = "epsilon",
+    loss_type: str = "mse",
+    labels: Tensor | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> Tensor:
+    """The per-sample loss (B,) of Algorithm 1 (Ho et al. 2020), the one place it is written.
+
+    x_t = q_sample(x0, t, noise) (eq. 4) → the network's output at (x_t, t, labels), under ``autocast`` →
+    its distance to the target (ε, or v) in float32. Training and the validation loss both call this, so
+    what the curve shows is what the optimiser minimises. Shapes: x0, noise (B, C, H, W); t, labels (B,).
+    """
+    x_t = schedule.q_sample(x0, t, noise)
+    with autocast():
+        out = model(x_t, t, labels)
+    return per_sample_loss(out, training_target(schedule, prediction, x0, t, noise), loss_type)
+
+
 def min_snr_weights(alphas_cumprod: Tensor, gamma: float, prediction: str = "epsilon") -> Tensor:
     """Per-timestep loss weights of Min-SNR-γ (Hang et al. 2023): min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ)/(SNR_t + 1) for v.
 
@@ -60,7 +88,8 @@ def min_snr_weights(alphas_cumprod: Tensor, gamma: float, prediction: str = "eps
     return (snr.clamp(max=gamma) / denominator).to(alphas_cumprod.dtype)
 
 
-def bucket_losses(losses: Tensor, t: Tensor, num_timesteps: int, buckets: int = 4) -> tuple[Tensor, Tensor]:
+def bucket_losses(losses: Tensor, t: Tensor, num_timesteps: int,
+                  buckets: int = TIMESTEP_BUCKETS) -> tuple[Tensor, Tensor]:
     """Sum and count of the loss in each quarter of t (improved-diffusion's q0..q3 logging).
 
     Returned as device tensors so the caller can accumulate many steps before one host sync.

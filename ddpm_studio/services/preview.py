@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ddpm_studio.core.device import DeviceChoice
-from ddpm_studio.core.objectives import per_sample_loss, training_target
+from ddpm_studio.core.objectives import training_losses
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.services.config import RunConfig
@@ -54,12 +54,11 @@ class Previewer:
     def validation_loss(self, model: nn.Module) -> float:
         was_training = model.training
         model.eval()
-        x_t = self.schedule.q_sample(self.val_x0, self.val_t, self.val_noise)
-        with self.device.autocast():
-            out = model(x_t, self.val_t, self.val_y)
+        losses = training_losses(model, self.schedule, self.val_x0, self.val_t, self.val_noise,
+                                 prediction=self.cfg.diffusion.prediction, loss_type=self.cfg.diffusion.loss,
+                                 labels=self.val_y, autocast=self.device.autocast)
         model.train(was_training)
-        target = training_target(self.schedule, self.cfg.diffusion.prediction, self.val_x0, self.val_t, self.val_noise)
-        return float(per_sample_loss(out, target, self.cfg.diffusion.loss).mean())
+        return float(losses.mean())
 
     def preview(self, ema_model: nn.Module, model: nn.Module, step: int) -> PreviewReady:
         """Sample the fixed noise with the EMA weights, keep ~10 frames, save the final grid as PNG."""

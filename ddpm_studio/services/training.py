@@ -24,15 +24,10 @@ from typing import Any
 import torch
 
 from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
+from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.ema import EMA
-from ddpm_studio.core.objectives import (
-    bucket_losses,
-    min_snr_weights,
-    per_sample_loss,
-    sample_timesteps,
-    training_target,
-)
+from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, sample_timesteps, training_losses
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
@@ -242,6 +237,11 @@ class TrainingSession:
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """One optimisation step over ``grad_accum`` micro-batches; returns (loss, t-bucket sums, counts, lr).
+
+        The pieces, each replaceable on its own: :meth:`_next_batch` (data), :meth:`_noise_for` (which t and ε a
+        batch is trained at), :func:`training_losses` (the objective), :meth:`_apply_update` (the guarded update).
+        """
         cfg, dev = self.cfg, self.device.device
         assert cfg is not None
         lr = lr_at(self.step, cfg.optim)
@@ -250,41 +250,68 @@ class TrainingSession:
         self.model.train()
         total = torch.zeros((), device=dev)
         sums = counts = None
-        share, world = self.dist.share, self.dist.world
-        for micro in range(cfg.optim.grad_accum):
-            idx, flip = self.batches.next()
-            x0 = images_to_batch(self.data.images, idx, flip, dev)
-            # Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see distributed.py.
-            n = x0.shape[0] * world
-            t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev))
-            noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
-            x_t = self.schedule.q_sample(x0, t, noise)
-            y = None
-            if self.class_names:  # after the noise draws, so unconditional runs keep their random stream
-                labels = self.data.labels[idx].to(dev)
-                if world > 1:
-                    labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
-                y = share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
-            with self.dist.no_sync(self.net, last=micro == cfg.optim.grad_accum - 1):
-                with self.device.autocast():
-                    out = self.net(x_t, t, y)
-                target = training_target(self.schedule, cfg.diffusion.prediction, x0, t, noise)
-                losses = per_sample_loss(out, target, cfg.diffusion.loss)
+        accum = cfg.optim.grad_accum
+        for micro in range(accum):
+            x0, idx = self._next_batch()
+            t, noise = self._noise_for(x0)
+            labels = self._labels_for(idx)  # after the noise draws, so unconditional runs keep their random stream
+            with self.dist.no_sync(self.net, last=micro == accum - 1):
+                losses = training_losses(self.net, self.schedule, x0, t, noise, prediction=cfg.diffusion.prediction,
+                                         loss_type=cfg.diffusion.loss, labels=labels, autocast=self.device.autocast)
                 loss = losses.mean()  # the unweighted loss (ε or v) is what we report
                 objective = loss if self.loss_weights is None else (losses * self.loss_weights[t]).mean()
-                self.scaler.scale(objective / cfg.optim.grad_accum).backward()
-            total += loss.detach() / cfg.optim.grad_accum
+                self.scaler.scale(objective / accum).backward()
+            total += loss.detach() / accum
             s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
         if self.dist.enabled:
             total, sums, counts = self._reduce_across_ranks(total, sums, counts)
+        self._apply_update(total)
+        self.step += 1
+        return total, sums, counts, lr  # type: ignore[return-value]
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's next micro-batch: images in [-1, 1] on the device, and their indices in the data set."""
+        idx, flip = self.batches.next()
+        return images_to_batch(self.data.images, idx, flip, self.device.device), idx
+
+    def _labels_for(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """A conditional run's class labels for images ``idx`` (None: unconditional), dropped to the null class
+        with ``label_dropout`` and drawn for the global batch, then shared out like the noise."""
+        cfg, world = self.cfg, self.dist.world
+        assert cfg is not None
+        if not self.class_names:
+            return None
+        labels = self.data.labels[idx].to(self.device.device)
+        if world > 1:
+            labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
+        return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
+
+    def _noise_for(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The timesteps t ~ U{0..T-1} and noise ε for a micro-batch, from the run's own generator (resume is exact).
+
+        Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see
+        distributed.py, so an N-process run trains like one process with N times the batch.
+        """
+        dev, share = self.device.device, self.dist.share
+        n = x0.shape[0] * self.dist.world
+        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev))
+        noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
+        return t, noise
+
+    def _apply_update(self, total: torch.Tensor) -> None:
+        """Clip, then apply the gradients to the weights and the EMA, unless the loss or gradient is not finite.
+
+        One host sync: a non-finite step is refused before the optimizer sees it, so the weights (and the last
+        checkpoint) stay good. With fp16 loss scaling the scaler skips overflowing steps itself.
+        """
+        cfg, dev = self.cfg, self.device.device
+        assert cfg is not None
         self.scaler.unscale_(self.optimizer)
         if cfg.optim.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         else:
             norm = torch.zeros((), device=dev)
-        # One host sync: refuse to apply a non-finite loss or gradient, so the weights stay good.
-        # (With fp16 loss scaling, the scaler skips overflowing steps itself.)
         if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
             what, value = ("loss", total) if not bool(torch.isfinite(total)) else ("gradient", norm)
             raise TrainingError(
@@ -295,8 +322,6 @@ class TrainingSession:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)  # on every rank alike (the weights are the same on all)
-        self.step += 1
-        return total, sums, counts, lr  # type: ignore[return-value]
 
     def _reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
                              counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -307,7 +332,8 @@ class TrainingSession:
         stop = torch.ones(1, device=total.device) if self.control.stop_requested else torch.zeros(1, device=total.device)
         packed = self.dist.sum(torch.cat([total.view(1).float(), stop, sums.float(), counts.float()]))
         self._stop_agreed = bool(packed[1] > 0)
-        return packed[0] / self.dist.world, packed[2:6], packed[6:10]
+        b = TIMESTEP_BUCKETS
+        return packed[0] / self.dist.world, packed[2 : 2 + b], packed[2 + b : 2 + 2 * b]
 
     def _stop_requested(self) -> bool:
         """Under torchrun every rank must stop after the same step: use the request agreed in the last all-reduce."""

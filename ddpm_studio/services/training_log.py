@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.services.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
 
-BUCKETS = 4  # quarters of t, as core.objectives.bucket_losses splits them by default
 
 
 class TrainingLog:
@@ -30,8 +30,8 @@ class TrainingLog:
         self.metrics = MetricsLog(metrics_path)
         self._tensorboard = _open_tensorboard(run_path) if tensorboard else None
         self._loss_sum, self._steps = 0.0, 0
-        self._bucket_sum = torch.zeros(BUCKETS)
-        self._bucket_count = torch.zeros(BUCKETS)
+        self._bucket_sum = torch.zeros(TIMESTEP_BUCKETS)
+        self._bucket_count = torch.zeros(TIMESTEP_BUCKETS)
 
     def add_step(self, loss: float, bucket_sums: torch.Tensor, bucket_counts: torch.Tensor) -> None:
         """Count one step's loss and its per-quarter sums and counts into the current interval."""
@@ -43,7 +43,7 @@ class TrainingLog:
         """Write the interval's averages as one record, start a new interval, and return the record."""
         record: dict[str, Any] = {"step": step, "loss": self._loss_sum / self._steps, "lr": lr,
                                   "images_per_sec": images_per_sec, "elapsed": round(elapsed, 3), "time": time.time()}
-        for q in range(BUCKETS):
+        for q in range(TIMESTEP_BUCKETS):
             if self._bucket_count[q] > 0:
                 record[f"loss_q{q}"] = float(self._bucket_sum[q] / self._bucket_count[q])
         self.write(record)

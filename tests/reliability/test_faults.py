@@ -158,9 +158,9 @@ def test_disk_full_mid_write_leaves_the_previous_file_byte_identical(tmp_path: P
 # ---------------------------------------------------------------------------------------------- NaN / inf
 
 def _poison_loss(monkeypatch: pytest.MonkeyPatch, at_call: int, value: float) -> None:
-    from ddpm_studio.services import training
+    from ddpm_studio.core import objectives
 
-    real = training.per_sample_loss
+    real = objectives.per_sample_loss
     calls = {"n": 0}
 
     def poisoned(eps: torch.Tensor, noise: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
@@ -168,7 +168,7 @@ def _poison_loss(monkeypatch: pytest.MonkeyPatch, at_call: int, value: float) ->
         out = real(eps, noise, loss_type)
         return out * value if calls["n"] == at_call else out
 
-    monkeypatch.setattr(training, "per_sample_loss", poisoned)
+    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
 
 
 @pytest.mark.parametrize(("value", "word"), [(float("nan"), "NaN"), (float("inf"), "infinite")])

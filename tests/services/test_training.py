@@ -129,17 +129,17 @@ def test_pause_blocks_until_resume(tmp_path, tiny_cfg):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
-    from ddpm_studio.services import training
+    from ddpm_studio.core import objectives
 
     calls = {"n": 0}
-    real = training.per_sample_loss
+    real = objectives.per_sample_loss
 
     def poisoned(eps, noise, loss_type="mse"):
         calls["n"] += 1
         out = real(eps, noise, loss_type)
         return out * float("nan") if calls["n"] == 5 else out
 
-    monkeypatch.setattr(training, "per_sample_loss", poisoned)
+    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
     cfg = tiny_cfg(schedule={"checkpoint_every": 2})
     with pytest.raises(TrainingError, match="NaN at step 5"):
         collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="nan"))
@@ -149,7 +149,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monke
     assert all(torch.isfinite(v).all() for v in good["model"].values())
     assert run.read_status()["state"] == "failed"
     # The user can go on from the last good checkpoint with a lower learning rate.
-    monkeypatch.setattr(training, "per_sample_loss", real)
+    monkeypatch.setattr(objectives, "per_sample_loss", real)
     events = collect(TrainingSession(resume_from=run.latest_checkpoint().path, overrides={"optim": {"lr": 1e-4}}))
     assert events[-1].reason == "completed"
 
