@@ -1,4 +1,5 @@
-"""Command line: ``ddpm-studio [train|sample|interpolate|evaluate|demo-data|runs|info]``; the bare command opens the app.
+"""Command line: ``ddpm-studio [train|sample|interpolate|evaluate|export|import|demo-data|runs|info]``; the bare command
+opens the app.
 
 Examples::
 
@@ -9,6 +10,8 @@ Examples::
     ddpm-studio sample RUN_OR_CHECKPOINT --class-label circle --guidance-scale 2   # conditional runs
     ddpm-studio interpolate RUN_OR_CHECKPOINT --seed-from 3 --seed-to 7 --frames 9
     ddpm-studio evaluate RUN_OR_CHECKPOINT --num-images 500
+    ddpm-studio export RUN_OR_CHECKPOINT --format diffusers OUT/   # a folder diffusers.DDPMPipeline loads
+    ddpm-studio import ~/ddpm-cifar10-32                 # a local diffusers folder becomes a run
     torchrun --nproc_per_node 4 -m ddpm_studio train --batch-size 32   # 4 GPUs (DDP); effective batch 128
     ddpm-studio --self-test                              # train, sample, exit 0 (smoke test of a built app)
 
@@ -123,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
     add_config_flags(evaluate, {"sample": config_mod.SampleConfig}, defaults=config_mod.EVALUATION_SAMPLE_DEFAULTS)
 
+    export = sub.add_parser("export", help="Write a run's model as a diffusers DDPMPipeline folder (unet/ + scheduler/)")
+    export.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    export.add_argument("out", type=Path, help="The folder to write (must not exist yet, or be empty)")
+    export.add_argument("--format", default="diffusers", choices=("diffusers",), help="Only diffusers for now")
+    export.add_argument("--ema", default=True, action=argparse.BooleanOptionalAction,
+                        help="Export the EMA weights, the ones samples come from (default); --no-ema: the training weights")
+
+    imp = sub.add_parser("import", help="Make a run from a local diffusers folder (UNet2DModel + DDPMScheduler), "
+                                        "e.g. a downloaded google/ddpm-cifar10-32, to sample from and train further")
+    imp.add_argument("folder", type=Path, help="The diffusers pipeline folder (with unet/ and scheduler/)")
+    imp.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
+    imp.add_argument("--name", help="Name of the new run folder (default: the diffusers folder's name)")
+
     demo = sub.add_parser("demo-data", help="Write the built-in demo dataset (coloured shapes) as PNG files")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--count", type=int, default=4096)
@@ -154,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-               "demo-data": cmd_demo_data, "runs": cmd_runs, "info": cmd_info}
+               "export": cmd_export, "import": cmd_import, "demo-data": cmd_demo_data, "runs": cmd_runs, "info": cmd_info}
     try:
         return handler[args.command](args)
     except config_mod.ConfigError as exc:
@@ -307,6 +323,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     printer = EventPrinter()
     _run_with_ctrl_c(session, printer)
     return 0 if printer.outcome == "evaluated" else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.diffusers_interop import export_diffusers
+
+    result = export_diffusers(args.checkpoint, args.out, use_ema=args.ema)
+    print(f"Wrote the {result.weights} weights of step {result.step} as a diffusers folder: {result.out_dir}")
+    print(f"Load it with: diffusers.DDPMPipeline.from_pretrained({str(result.out_dir)!r})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.diffusers_interop import import_diffusers
+
+    result = import_diffusers(args.folder, runs_dir=args.runs_dir, name=args.name)
+    print(f"Imported {args.folder} as the run {result.run_dir} (step {result.step})")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"Sample:   ddpm-studio sample {result.run_dir}")
+    if result.cfg.data.source == "folder" and not result.cfg.data.data_path:
+        print(f"Train on: ddpm-studio train --resume {result.run_dir} --data-path YOUR_IMAGES --total-steps N")
+    return 0
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

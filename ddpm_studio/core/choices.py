@@ -10,6 +10,9 @@ LOSS_TYPES = ("mse", "l1", "huber")
 #: What the network predicts: the noise ε (Ho et al.) or the velocity v = √ᾱ ε - √(1-ᾱ) x_0 (Salimans & Ho 2022).
 PREDICTIONS = ("epsilon", "v")
 BETA_SCHEDULE_NAMES = ("linear", "cosine")
+#: How a U-Net downsample pads before its stride-2 conv: one pixel on every side (our models), or only on the
+#: right and bottom, as TensorFlow's SAME padding did in the paper's code and so in the google/ddpm-* weights.
+DOWNSAMPLE_PADDINGS = ("symmetric", "tf")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")
 #: The loss is logged per bucket of t: quarters of [0, T), as improved-diffusion logs q0..q3.

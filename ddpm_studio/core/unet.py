@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm_studio.core.choices import DOWNSAMPLE_PADDINGS
 from ddpm_studio.core.unet_blocks import (
     GROUPS,
     Downsample,
@@ -43,6 +44,7 @@ class UNetConfig:
     dropout: float = 0.1
     num_heads: int = 1
     num_classes: int = 0  # 0 = unconditional; else a class embedding with a "null" row for classifier-free guidance
+    downsample_padding: str = "symmetric"  # or "tf": right/bottom only, as the paper's TF code (google/ddpm-* weights)
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/TOML) but store tuples, so configs stay hashable and comparable.
@@ -80,6 +82,8 @@ class UNetConfig:
             errs.append(f"attention heads must be at least 1 (got {self.num_heads})")
         if self.num_classes < 0:
             errs.append(f"number of classes must be 0 (unconditional) or more (got {self.num_classes})")
+        if self.downsample_padding not in DOWNSAMPLE_PADDINGS:
+            errs.append(f"downsample padding must be one of {', '.join(DOWNSAMPLE_PADDINGS)} (got {self.downsample_padding!r})")
         if errs or not self.channel_mults:
             return errs
         factor = 2 ** (len(self.channel_mults) - 1)
@@ -125,7 +129,7 @@ class UNet(nn.Module):
                 width = ch * mult
                 skip_widths.append(width)
             if level < len(mults) - 1:
-                down.append(Downsample(width))
+                down.append(Downsample(width, config.downsample_padding))
                 skip_widths.append(width)
         self.down = nn.ModuleList(down)
 

@@ -118,13 +118,22 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Strided 3x3 conv: halves H and W (learned, as in the paper)."""
+    """Strided 3x3 conv: halves H and W (learned, as in the paper).
 
-    def __init__(self, channels: int) -> None:
+    ``padding="symmetric"`` pads one pixel on every side; ``"tf"`` one on the right and bottom only, which is
+    what TensorFlow's SAME padding did in the paper's code: weights trained that way (google/ddpm-*) need it.
+    """
+
+    def __init__(self, channels: int, padding: str = "symmetric") -> None:
         super().__init__()
         self.conv = conv(channels, channels, stride=2)
+        self.tf_padding = padding == "tf"
+        if self.tf_padding:
+            self.conv.padding = (0, 0)
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+        if self.tf_padding:
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 

@@ -21,6 +21,7 @@ from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.choices import (
     BETA_SCHEDULE_NAMES,
     DEVICE_CHOICES,
+    DOWNSAMPLE_PADDINGS,
     LOSS_TYPES,
     PRECISION_CHOICES,
     PREDICTIONS,
@@ -73,6 +74,7 @@ class ModelConfig:
     num_res_blocks: int | None = setting(None, "Residual blocks per level", "Empty = preset's value.", min=1, max=8, optional=True)
     attention_resolutions: tuple[int, ...] | None = setting(None, "Attention resolutions", "Feature-map sizes that get self-attention, e.g. 16. Empty = preset's value.", optional=True)
     dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks (paper: 0.1 on CIFAR-10). Empty = preset's value.", min=0.0, max=0.9, optional=True)
+    downsample_padding: str = setting("symmetric", "Downsample padding", "How each downsampling conv pads its input: symmetric (a pixel on every side, DDPM Studio's own models) or tf (right and bottom only, as the paper's TensorFlow code did: ddpm-studio import sets it for the google/ddpm-* weights). The weights depend on it: cannot change when resuming.", choices=DOWNSAMPLE_PADDINGS)
 
 
 @dataclass(frozen=True)

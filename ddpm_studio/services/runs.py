@@ -174,6 +174,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         run = RunFolder(path)
         found = run.checkpoints()
         if not found:
+            if (path / "model_index.json").is_file() or (path / "unet" / "config.json").is_file():
+                raise ValueError(f"{path} is a diffusers folder, not a run: import it first with ddpm-studio import {path}")
             raise ValueError(f"Run folder {path} has no checkpoints yet")
         for info in reversed(found):
             problem = _incomplete(info.path)
