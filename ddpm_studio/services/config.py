@@ -121,6 +121,7 @@ class ScheduleConfig:
     keep_last: int = setting(3, "Keep last N checkpoints", "Older checkpoints are deleted only after a newer one is safely written.", min=1, max=1000)
     log_every: int = setting(10, "Log every (steps)", "Write a metrics line every this many steps.", min=1, max=100_000)
     tensorboard: bool = setting(False, "TensorBoard", "Also log to TensorBoard (needs the tensorboard package).")
+    wandb: bool = setting(False, "Weights & Biases", "Also log the settings, losses, learning rate and previews to Weights & Biases (needs the wandb package and `wandb login`, or WANDB_MODE=offline to log to disk; WANDB_PROJECT names the project). A resumed run continues the same W&B run; if W&B fails, training goes on without it.")
 
 
 @dataclass(frozen=True)

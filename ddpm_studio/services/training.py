@@ -196,7 +196,8 @@ class TrainingSession:
         self.net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
         self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
                                    rank=self.dist.rank, world=self.dist.world, cursor=cursor)
-        self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main)
+        self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main,
+                                        wandb=cfg.schedule.wandb and main, config=config_mod.to_dict(cfg))
         if ckpt is not None and main:
             self.training_log.truncate_after(self.step)
         self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,

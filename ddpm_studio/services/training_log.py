@@ -1,9 +1,10 @@
-"""What a training run records, and where: the metrics log (always) and TensorBoard (when asked for).
+"""What a training run records, and where: the metrics log (always), TensorBoard and W&B (when asked for).
 
 Why apart from the training loop: the loop reports every step; the log averages those steps over each
 log interval (the loss and its breakdown by quarter of t, as improved-diffusion logs it), adds the
-validation loss and preview images, and writes each record to metrics.jsonl and, if the ``tensorboard``
-package is installed, to TensorBoard. The records it writes are what the loop yields as MetricsLogged.
+validation loss and preview images, and writes each record to metrics.jsonl and, if their packages are
+installed, to TensorBoard and Weights & Biases (:mod:`ddpm_studio.services.wandb_log`). The records it
+writes are what the loop yields as MetricsLogged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.services.metrics import MetricsLog
+from ddpm_studio.services.wandb_log import WandbLog
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,12 @@ log = logging.getLogger(__name__)
 class TrainingLog:
     """The metrics of one run; the loss window is kept on every rank, records are written by whoever calls write."""
 
-    def __init__(self, run_path: Path, metrics_path: Path, *, tensorboard: bool = False) -> None:
+    def __init__(self, run_path: Path, metrics_path: Path, *, tensorboard: bool = False, wandb: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
+        """``config``: the run's settings, W&B's run config."""
         self.metrics = MetricsLog(metrics_path)
         self._tensorboard = _open_tensorboard(run_path) if tensorboard else None
+        self._wandb = WandbLog.open(run_path, config or {}) if wandb else None
         self._loss_sum, self._steps = 0.0, 0
         self._bucket_sum = torch.zeros(TIMESTEP_BUCKETS)
         self._bucket_count = torch.zeros(TIMESTEP_BUCKETS)
@@ -64,11 +69,15 @@ class TrainingLog:
             for key, value in record.items():
                 if key not in ("step", "time") and isinstance(value, float):
                     self._tensorboard.add_scalar(key, value, record["step"])
+        if self._wandb is not None:
+            self._wandb.log(record)
 
     def preview_image(self, image: np.ndarray, step: int) -> None:
-        """A preview grid (H, W, C uint8) for TensorBoard's image tab; the PNG on disk is the previewer's."""
+        """A preview grid (H, W, C uint8) for TensorBoard's image tab and W&B; the PNG on disk is the previewer's."""
         if self._tensorboard is not None:
             self._tensorboard.add_image("preview", image, step, dataformats="HWC")
+        if self._wandb is not None:
+            self._wandb.image(image, step)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (on resume, so a re-trained stretch is not logged twice)."""
@@ -78,6 +87,8 @@ class TrainingLog:
         self.metrics.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def _open_tensorboard(run_path: Path) -> Any:
