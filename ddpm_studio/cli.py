@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--find-batch-size", action="store_true",
                        help="Before a new run, find the largest micro-batch that fits in the device's memory: halve it "
                             "and raise gradient accumulation until a training step fits, keeping the effective batch")
+    train.add_argument("--webhook-url", metavar="URL",
+                       help="POST a JSON notification (run, state, step, loss, newest checkpoint, message) to this URL when "
+                            "the run completes, fails, or pauses because a checkpoint could not be written (default: "
+                            "$DDPM_STUDIO_WEBHOOK_URL). Not saved with the run: a webhook URL is a secret")
     add_config_flags(train, config_mod.SECTION_TYPES)
 
     sample = sub.add_parser("sample", help="Generate images from a checkpoint or a run folder")
@@ -187,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = False,
-                     retry_failed_saves: float | None = None) -> None:
+                     retry_failed_saves: float | None = None, observers: Sequence[Callable[[Any], Any]] = ()) -> None:
     """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts.
+
+    ``observers`` see every event after the printer (e.g. a :class:`~ddpm_studio.services.notifications.Notifier`).
 
     ``retry_failed_saves``: when a checkpoint cannot be written (disk full) the session pauses; resume it after
     this many seconds to retry the save, again and again until it works or Ctrl-C stops the run.
@@ -212,6 +218,8 @@ def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = F
 
     def sink(event: Any) -> None:
         printer(event)
+        for observe in observers:
+            observe(event)
         if retry_failed_saves is not None and isinstance(event, ev.RunPaused) and isinstance(last[0], ev.CheckpointFailed):
             printer.note(f"Paused: free some disk space; the checkpoint is retried in {retry_failed_saves:g} s "
                          "(Ctrl-C stops without it)")
@@ -235,10 +243,13 @@ def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = F
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ddpm_studio.services.distributed import env_rank, launched_by_torchrun
+    from ddpm_studio.services.notifications import Notifier, webhook_url_from_env
     from ddpm_studio.services.training import TrainingSession
 
     overrides = overrides_from(args)
     distributed = launched_by_torchrun()  # torchrun --nproc_per_node N: DDP, rank 0 writes the run folder
+    url = args.webhook_url or webhook_url_from_env()
+    notifier = Notifier(url) if url and env_rank() == 0 else None  # a bad URL stops here, before any work
     if args.resume:
         from ddpm_studio.services.runs import resolve_checkpoint
 
@@ -263,7 +274,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     retry = None if distributed else float(os.environ.get("DDPM_STUDIO_SAVE_RETRY_SECONDS", "60"))
-    _run_with_ctrl_c(session, printer, also_sigterm=distributed, retry_failed_saves=retry)
+    try:
+        _run_with_ctrl_c(session, printer, also_sigterm=distributed, retry_failed_saves=retry,
+                         observers=[notifier.observe] if notifier else [])
+    except Exception as exc:
+        if notifier is not None:
+            from ddpm_studio.services.events import RunFailed
+
+            notifier.observe(RunFailed.from_session(exc, session))
+        raise
+    finally:
+        if notifier is not None:
+            notifier.close()  # give the last POST its few seconds before the process exits
     return 0 if printer.outcome in ("completed", "stopped") else 1
 
 

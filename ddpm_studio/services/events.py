@@ -126,6 +126,13 @@ class RunFailed:
         detail = "".join(traceback.format_exception(exc))
         return cls(message=user_message(exc), detail=detail, step=step, checkpoint=checkpoint)
 
+    @classmethod
+    def from_session(cls, exc: BaseException, session: Any) -> RunFailed:
+        """For a training session that raised ``exc``: its step and its run's newest checkpoint (which is kept)."""
+        run = getattr(session, "run", None)
+        latest = run.latest_checkpoint() if run is not None else None
+        return cls.from_exception(exc, getattr(session, "step", None), str(latest.path) if latest is not None else None)
+
 
 @dataclass(frozen=True)
 class SamplingProgress:
