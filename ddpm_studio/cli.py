@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="Folder for the report and a grid (default: the run's samples/ folder)")
     evaluate.add_argument("--fid", default="auto", choices=("auto", "on", "off"),
                           help="FID/KID against the training images: auto = when the Inception weights are on this computer")
+    evaluate.add_argument("--memorization", default=True, action=argparse.BooleanOptionalAction,
+                          help="Report the share of samples that copy a training image (the rule is in the README); "
+                               "default on when the training images can be loaded")
     evaluate.add_argument("--reference-images", type=int, default=1000,
                           help="Training images FID/KID compare with (default 1000)")
     evaluate.add_argument("--download-inception", action="store_true",
@@ -341,6 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tag = f"{_sampler_tag(sample_cfg)}-n{sample_cfg.num_images}-seed{sample_cfg.sample_seed}"
     out = _output_dir(args, ckpt, f"{ckpt.stem}-eval-{tag}")
     session = EvaluationSession(ckpt, sample_cfg, out, fid=args.fid, reference_images=args.reference_images,
+                                memorization=args.memorization,
                                 device=args.device, precision=args.precision)
     printer = EventPrinter()
     _run_with_ctrl_c(session, printer)

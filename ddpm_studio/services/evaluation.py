@@ -1,9 +1,11 @@
 """Evaluate a checkpoint: generate images, then score them against what the model was trained on.
 
-Two scores, whichever apply: the demo shape score (:mod:`ddpm_studio.core.demo_score`) when the run
-trained on the built-in demo shapes, and FID / KID against the training images when torchvision's
+Three checks, whichever apply: the demo shape score (:mod:`ddpm_studio.core.demo_score`) when the run
+trained on the built-in demo shapes; FID / KID against the training images when torchvision's
 Inception weights are on this computer (:mod:`ddpm_studio.core.fid`; nothing is downloaded unless
-asked). Like the other sessions it is a generator of events, ending with :class:`EvaluationReady`.
+asked); and the share of samples that copy a training image (:mod:`ddpm_studio.services.memorization`),
+whenever the training images can be loaded. Like the other sessions it is a generator of events, ending
+with :class:`EvaluationReady`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,16 @@ def _report_lines(report: dict[str, Any]) -> tuple[str, ...]:
             lines.append("  rejected: " + ", ".join(f"{why} ×{n}" for why, n in reasons))
         lines.append("  shapes: " + ", ".join(f"{k} {v}" for k, v in sorted(demo["shapes"].items()))
                      + "; colours: " + ", ".join(f"{k} {v}" for k, v in sorted(demo["colors"].items())))
+    mem = report.get("memorization")
+    if mem:
+        lines.append(f"Memorization: {mem['flagged']} of {mem['num_images']} samples ({mem['share']:.1%}) copy one of the "
+                     f"{mem['training_images']} training images")
+        lines.append(f"  rule: {mem['rule']}")
+        for c in mem["copies"][:5]:
+            lines.append(f"  sample {c['sample']} ≈ training image {c['training_image']}{' (mirrored)' if c['mirrored'] else ''}"
+                         f": distance {c['distance']:.4f}, {c['score']:.3f} x the second nearest")
+        if mem.get("pairs"):
+            lines.append(f"  side by side (sample, nearest, second nearest): {mem['pairs']}")
     if report.get("fid") is not None:
         lines.append(f"FID {report['fid']:.2f}, KID {report['kid']:.4f} ± {report['kid_std']:.4f} "
                      f"against {report['reference_images']} training images ({NOT_COMPARABLE})")
@@ -77,6 +89,7 @@ class EvaluationSession:
         *,
         fid: str = "auto",
         demo: bool | None = None,
+        memorization: bool = True,
         reference_images: int = 1000,
         control: RunControl | None = None,
         device: str = "auto",
@@ -92,6 +105,8 @@ class EvaluationSession:
             raise config_mod.ConfigError(errors)
         self.source, self.out_dir = checkpoint, Path(out_dir) if out_dir else None
         self.fid, self.demo, self.reference_images = fid, demo, reference_images
+        self.memorization = memorization
+        self._training: Any = None  # the training images, loaded once for FID and the memorization check
         self.control = control or RunControl()
         self.device_name, self.precision = device, precision
 
@@ -123,11 +138,14 @@ class EvaluationSession:
             score = demo_score(images, labels.numpy() if known and labels is not None else None)
             report["demo"] = {"score": score.score, "class_accuracy": score.class_accuracy, "reasons": score.reasons,
                               "shapes": score.shapes, "colors": score.colors}
+        pairs = (yield from self._memorization(loaded, images, report)) if self.memorization else None
         if self.fid != "off":
             yield from self._fid(loaded, images, report)
         grid_path = report_path = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if pairs is not None:
+                report["memorization"]["pairs"] = str(save_png(pairs, self.out_dir / "memorization_pairs.png"))
             grid_path = save_png(make_grid(images[:256], ncols), self.out_dir / "evaluation_grid.png")
             report["grid"] = str(grid_path)
             report_path = self.out_dir / "evaluation.json"
@@ -135,11 +153,58 @@ class EvaluationSession:
             atomic_write(report_path, lambda fh: fh.write(text))
         yield EvaluationReady(report, _report_lines(report), str(report_path) if report_path else None)
 
-    def _fid(self, loaded: LoadedModel, images: np.ndarray, report: dict[str, Any]) -> Iterator[Any]:
-        """Add FID / KID against the training images to ``report``, or a note saying why not."""
+    def _training_images(self, loaded: LoadedModel, report: dict[str, Any], purpose: str) -> Generator[Any, None, Any]:
+        """The run's training images (loaded once), or None with a note saying why ``purpose`` was skipped."""
         from ddpm_studio.core.datasets import DatasetError
         from ddpm_studio.services.data_source import load_images
 
+        if self._training is None:
+            yield Status("Loading the training images")
+            try:
+                self._training = load_images(loaded.cfg.data)
+            except DatasetError as exc:
+                self._training = exc
+        if isinstance(self._training, DatasetError):
+            report["notes"].append(f"{purpose} skipped: the training images cannot be loaded ({self._training})")
+            return None
+        return self._training
+
+    def _memorization(self, loaded: LoadedModel, images: np.ndarray, report: dict[str, Any]) -> Generator[Any, None, Any]:
+        """Add the share of samples that copy a training image and the copies to ``report``; return a grid showing
+        them (sample, nearest, second nearest training image; the 8 closest samples when none is a copy), or None."""
+        from ddpm_studio.services.memorization import check_memorization, rule_text
+        from ddpm_studio.services.training import run_with_progress
+
+        data = yield from self._training_images(loaded, report, "Memorization check")
+        if data is None:
+            return None
+        mirror = loaded.cfg.data.hflip
+        check = yield from run_with_progress(
+            f"Comparing {len(images)} samples with {len(data)} training images",
+            lambda progress: check_memorization(images, data.images, mirror=mirror, progress=progress),
+        )
+        nb = check.neighbours
+        flagged = np.flatnonzero(check.flagged)
+        shown = flagged[np.argsort(check.score[flagged])] if flagged.size else np.argsort(check.score)[:8]
+
+        def entry(i: int) -> dict[str, Any]:
+            return {"sample": int(i), "training_image": int(nb.indices[i, 0]), "distance": round(float(nb.distances[i, 0]), 5),
+                    "score": round(float(check.score[i]), 4), "mirrored": bool(nb.mirrored[i, 0])}
+
+        report["memorization"] = {
+            "share": check.share, "flagged": int(flagged.size), "num_images": len(images),
+            "training_images": len(data), "mirror": mirror, "rule": rule_text(mirror),
+            "copies": [entry(i) for i in shown[:100]] if flagged.size else [],
+            "closest": [entry(i) for i in shown[:8]],
+        }
+        rows = []
+        for i in shown[:16]:
+            neighbours = [data.images[int(j)].permute(1, 2, 0).numpy() for j in nb.indices[i, :2]]
+            rows += [images[i], *neighbours] + [np.full_like(images[i], 255)] * (2 - len(neighbours))
+        return make_grid(np.stack(rows), 3)
+
+    def _fid(self, loaded: LoadedModel, images: np.ndarray, report: dict[str, Any]) -> Iterator[Any]:
+        """Add FID / KID against the training images to ``report``, or a note saying why not."""
         try:
             features = InceptionFeatures.load(str(next(loaded.model.parameters()).device))
         except FeaturesUnavailable as exc:
@@ -147,11 +212,8 @@ class EvaluationSession:
                 raise
             report["notes"].append(f"FID/KID skipped: {exc}")
             return
-        yield Status("Loading the training images for FID")
-        try:
-            data = load_images(loaded.cfg.data)
-        except DatasetError as exc:
-            report["notes"].append(f"FID/KID skipped: the training images cannot be loaded ({exc})")
+        data = yield from self._training_images(loaded, report, "FID/KID")
+        if data is None:
             return
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(data), generator=g)[: self.reference_images]
