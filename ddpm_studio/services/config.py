@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.choices import (

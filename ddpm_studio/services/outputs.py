@@ -3,15 +3,18 @@
 A generation's folder sits in the samples/ folder of the run its model came from (never in the current
 directory or the package), and its name says what was made and how, so two folders are never confused:
 ``step_00002000-ddim50-seed0``, ``step_00002000-interp3-7-dpm++2m20``, ``step_00002000-eval-n256-dpm++2m-sde20-seed0``.
-The app adds a time stamp so that generating again never overwrites the last result.
+The app adds a time stamp so that generating again never overwrites the last result, and saves copies of a
+result where the user asks (:func:`save_images`, :func:`save_grid`, :func:`save_gif`).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ddpm_studio.core.sampler_catalog import steps_label
 from ddpm_studio.services.config import InterpolationConfig, SampleConfig
+from ddpm_studio.services.events import SamplesReady
 
 
 def samples_dir_for(model: str | Path, fallback: str | Path) -> Path:
@@ -44,3 +47,50 @@ def interpolation_tag(interp: InterpolationConfig) -> str:
 
 def evaluation_tag(sample: SampleConfig) -> str:
     return f"eval-n{sample.num_images}"
+
+
+# -- copies of a result, where the user asks ------------------------------------------------------------------
+def is_strip(result: SamplesReady) -> bool:
+    """An interpolation: its images are the frames of the strip file(s) in ``paths``, not one file each."""
+    return len(result.paths) != len(result.images)
+
+
+def save_images(result: SamplesReady, indices: list[int] | None, folder: str | Path) -> list[Path]:
+    """The chosen (or all) images into ``folder`` as PNGs (plus the strip itself for all of a strip)."""
+    from ddpm_studio.services.imaging import save_png
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = range(len(result.images)) if indices is None else indices
+    strip = is_strip(result)
+    stem = Path(result.paths[0]).stem if result.paths else "image"
+    written = [save_png(result.images[i], folder / f"{stem}_{i:05d}.png") if strip else _copy(result.paths[i], folder)
+               for i in chosen]
+    if strip and indices is None:
+        written += [_copy(p, folder) for p in result.paths]
+    return written
+
+
+def save_grid(result: SamplesReady, path: str | Path, indices: list[int] | None = None) -> Path:
+    """The chosen (or all) images tiled in one PNG; a whole strip keeps its rows of ``frames`` images."""
+    from ddpm_studio.services.imaging import make_grid, save_png
+
+    images = result.images if not indices else result.images[indices]
+    ncols = int(result.extra.get("frames", 0)) or None if is_strip(result) and not indices else None
+    return save_png(make_grid(images, ncols), Path(path))
+
+
+def save_gif(result: SamplesReady, path: str | Path) -> Path | None:
+    """The first batch's denoising as an animated GIF (None when the result has none)."""
+    if not result.trajectory_path:
+        return None
+    shutil.copyfile(result.trajectory_path, path)
+    return Path(path)
+
+
+def _copy(src: str | Path, folder: Path) -> Path:
+    src = Path(src)
+    dst = folder / src.name
+    if dst.resolve() != src.resolve():
+        shutil.copyfile(src, dst)
+    return dst

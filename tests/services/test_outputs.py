@@ -15,7 +15,8 @@ def test_output_names_say_what_was_made_and_name_steps_only_when_they_apply() ->
     assert output_name("step_00000100", ddim) == "step_00000100-ddim50-seed3"
     assert output_name("step_00000100", SampleConfig(sampler="ddpm", steps=50)) == "step_00000100-ddpm-seed0"
     assert output_name("live", ddim, stamp="20260101-120000") == "live-20260101-120000-ddim50-seed3"
-    assert output_name("", ddim, what=interpolation_tag(InterpolationConfig(seed_from=2, seed_to=7)), seed=False) == "interp2-7-ddim50"
+    interp = interpolation_tag(InterpolationConfig(seed_from=2, seed_to=7))
+    assert output_name("", ddim, what=interp, seed=False) == "interp2-7-ddim50"
     assert output_name("s", ddim, what=evaluation_tag(SampleConfig(num_images=256))) == "s-eval-n256-ddim50-seed3"
 
 

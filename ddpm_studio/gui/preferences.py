@@ -1,4 +1,4 @@
-"""What the app remembers between launches: geometry, layout, folders, runs, last settings.
+"""What the app remembers between launches (its preferences): geometry, layout, folders, runs, last settings.
 
 Stored with QSettings (the platform's native place). ``DDPM_STUDIO_SETTINGS=/path/file.ini``
 points it at an INI file instead, so tests, benchmarks and screenshot scripts never touch the
@@ -28,7 +28,7 @@ def open_settings(path: str | os.PathLike[str] | None = None) -> QSettings:
     return QSettings(ORG, APP)
 
 
-class AppSettings:
+class Preferences:
     """Typed accessors over QSettings, so keys and defaults live in one place."""
 
     def __init__(self, qsettings: QSettings) -> None:
@@ -77,12 +77,6 @@ class AppSettings:
 
     def add_recent_folder(self, folder: str) -> list[str]:
         return self.push_recent("data/recent_folders", folder)
-
-    def recent_runs(self) -> list[str]:
-        return [r for r in self.recent("runs/recent") if Path(r).is_dir()]
-
-    def add_recent_run(self, run_dir: str) -> list[str]:
-        return self.push_recent("runs/recent", run_dir)
 
     # -- the run configuration -------------------------------------------------------------------
     def last_config(self) -> config_mod.RunConfig | None:

@@ -1,4 +1,5 @@
-"""Model size and training-memory estimates for the settings panel (Qt-free; imports torch, so call off the GUI thread).
+"""How big a model the settings build, and roughly how much memory training it takes (imports torch: the app
+calls it off the GUI thread).
 
 The U-Net is built on the ``meta`` device: shapes without storage, so even the 114M-parameter
 preset costs milliseconds and no memory. Activation memory is the sum of every leaf module's
@@ -34,9 +35,8 @@ def estimate(cfg: config_mod.RunConfig) -> Estimate:
     import torch
 
     from ddpm_studio.core.unet import UNet
-    from ddpm_studio.services.model_factory import unet_config
 
-    ucfg = unet_config(cfg)
+    ucfg = config_mod.unet_config(cfg)
     with torch.device("meta"):
         model = UNet(ucfg)
     params = sum(p.numel() for p in model.parameters())
@@ -63,17 +63,9 @@ def estimate(cfg: config_mod.RunConfig) -> Estimate:
     return Estimate(params, state, activations)
 
 
-def check_config(cfg: config_mod.RunConfig, validate: bool = True) -> tuple[list[str], str, str]:
-    """(validation errors, estimate text, preset description) for the settings panel."""
-    from ddpm_studio.core.unet import preset_description
-
-    errors = config_mod.validate(cfg) if validate else []
+def estimate_text(cfg: config_mod.RunConfig) -> str:
+    """One line for the settings panel: parameters and training memory, or why the size is unknown."""
     try:
-        info = preset_description(cfg.model.preset)
-    except ValueError:
-        info = ""
-    try:
-        text = estimate(cfg).text(cfg.optim.batch_size)
+        return estimate(cfg).text(cfg.optim.batch_size)
     except (ValueError, RuntimeError, TypeError) as exc:
-        text = f"Model size unknown: {exc}"
-    return errors, text, info
+        return f"Model size unknown: {exc}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ddpm_studio.gui.dataset_scan import describe_stats, header_stats, load_thumbnail, scan_folder
+from ddpm_studio.services.dataset_scan import describe_stats, header_stats, load_thumbnail, scan_folder
 
 
 def test_scan_counts_skips_and_stats(tmp_path: Path) -> None:

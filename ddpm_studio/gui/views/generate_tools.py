@@ -10,7 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
-from ddpm_studio.gui.widgets.config_form import ConfigForm
+from ddpm_studio.core.sampler_catalog import SAMPLERS, sampler_info
+from ddpm_studio.gui.views.config_form import ConfigForm
 from ddpm_studio.services import config as config_mod
 
 ALL_LABEL = "all (one row per class)"
@@ -76,25 +77,41 @@ class ClassChoice(QComboBox):
         self._wanted = self.value()
 
 
-class InterpolateBox(QGroupBox):
+class ActionBox(QGroupBox):
+    """A titled box: a few settings above a button that acts with them (``requested`` when pressed)."""
+
+    requested = Signal()
+
+    def __init__(self, title: str, key: str, action: str, tip: str, parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self.setObjectName(f"{key}_box")
+        self.column = QVBoxLayout(self)
+        self.column.setContentsMargins(4, 4, 4, 4)
+        self.button = QPushButton(action)
+        self.button.setObjectName(f"{key}_button")
+        self.button.setToolTip(tip)
+        self.button.clicked.connect(self.requested)
+        self.column.addWidget(self.button)
+
+    def add_above_button(self, widget: QWidget) -> None:
+        self.column.insertWidget(self.column.count() - 1, widget)
+
+
+def deterministic_samplers() -> str:
+    """The samplers that can interpolate, in words, from the catalog."""
+    return ", ".join(info.label for info in SAMPLERS.values() if info.deterministic)
+
+
+class InterpolateBox(ActionBox):
     """From seed, to seed and frames (InterpolationConfig's form) and the Interpolate button."""
 
-    interpolateRequested = Signal()
-
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Interpolate between two seeds", parent)
-        self.setObjectName("interpolate_box")
-        col = QVBoxLayout(self)
-        col.setContentsMargins(4, 4, 4, 4)
+        super().__init__("Interpolate between two seeds", "interpolate", "Interpolate",
+                         "Decode a row of images whose noise slides from one seed to the other, with the sampler above "
+                         f"(it must be deterministic: {deterministic_samplers()}; DDIM with η = 0)", parent)
         self.form = ConfigForm(config_mod.InterpolationConfig)
         self.form.set_section(config_mod.InterpolationConfig())
-        col.addWidget(self.form)
-        self.button = QPushButton("Interpolate")
-        self.button.setObjectName("interpolate_button")
-        self.button.setToolTip("Decode a row of images whose noise slides from one seed to the other, with the "
-                               "sampler above (it must be deterministic: ddim with η = 0, or dpm++2m)")
-        self.button.clicked.connect(self.interpolateRequested)
-        col.addWidget(self.button)
+        self.add_above_button(self.form)
 
     def interp_config(self) -> tuple[config_mod.InterpolationConfig, list[str]]:
         cfg, errors = self.form.read(config_mod.InterpolationConfig())
@@ -105,28 +122,24 @@ class InterpolateBox(QGroupBox):
         self.form.set_section(cfg)
 
 
-class EvaluateBox(QGroupBox):
+class EvaluateBox(ActionBox):
     """The number of images to score and the Evaluate button."""
 
-    evaluateRequested = Signal()
-
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Evaluate against the training set", parent)
-        self.setObjectName("evaluate_box")
-        form = QFormLayout(self)
-        form.setContentsMargins(4, 4, 4, 4)
+        sampler = sampler_info(config_mod.EVALUATION_SAMPLE_DEFAULTS["sampler"])
+        steps = f", {config_mod.EVALUATION_SAMPLE_DEFAULTS['steps']} steps" if sampler.uses_steps else ""
+        super().__init__("Evaluate against the training set", "evaluate", "Evaluate",
+                         f"Generate the images with {sampler.label}{steps} and the class, guidance and EMA choice "
+                         "above, then compare them with the training images: the demo shape score for demo runs, FID/KID "
+                         "when torchvision's Inception weights are on this computer. A report is written next to the samples.",
+                         parent)
+        row = QWidget()
+        form = QFormLayout(row)
+        form.setContentsMargins(0, 0, 0, 0)
         self.images = QSpinBox()
         self.images.setObjectName("evaluate_images")
         self.images.setRange(2, 100_000)
         self.images.setValue(EVALUATION_IMAGES)
         self.images.setToolTip("Images to generate and score (more = a steadier score; FID wants thousands)")
         form.addRow("Images", self.images)
-        self.button = QPushButton("Evaluate")
-        self.button.setObjectName("evaluate_button")
-        self.button.setToolTip(
-            f"Generate the images with {config_mod.EVALUATION_SAMPLE_DEFAULTS['sampler']} "
-            f"({config_mod.EVALUATION_SAMPLE_DEFAULTS['steps']} steps) and the class, guidance and EMA choice above, "
-            "then compare them with the training images: the demo shape score for demo runs, FID/KID when "
-            "torchvision's Inception weights are on this computer. A report is written next to the samples.")
-        self.button.clicked.connect(self.evaluateRequested)
-        form.addRow(self.button)
+        self.add_above_button(row)

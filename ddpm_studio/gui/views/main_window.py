@@ -1,7 +1,8 @@
-"""The main window: builds and lays out panels, docks, menus and the status bar. No behaviour here.
+"""The main window: builds and lays out the views, docks, menus and the status bar. No behaviour here.
 
-Behaviour lives in the controllers (``gui/controllers.py``, ``gui/studio.py``), which receive this
-window's panels; so the window can be constructed in tests and screenshots without starting anything.
+Behaviour lives in the presenters (``gui/presenters``); the composition root (``gui/studio.py``) hands each
+presenter its own views from this window, so the window can be built in tests and screenshots without
+starting anything.
 """
 
 from __future__ import annotations
@@ -10,19 +11,41 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QSplitter, QTabWidget, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QSplitter, QStatusBar, QTabWidget, QToolBar, QWidget
 
-from ddpm_studio.gui.widgets.checkpoints_panel import CheckpointsPanel
-from ddpm_studio.gui.widgets.dataset_panel import DatasetPanel
-from ddpm_studio.gui.widgets.generate_panel import GeneratePanel
-from ddpm_studio.gui.widgets.hparam_panel import HParamPanel
-from ddpm_studio.gui.widgets.log_panel import LogPanel
-from ddpm_studio.gui.widgets.loss_plot import LossPlot
-from ddpm_studio.gui.widgets.run_controls import RunControls
-from ddpm_studio.gui.widgets.runs_panel import RunsPanel
-from ddpm_studio.gui.widgets.trajectory_view import TrajectoryView
+from ddpm_studio.gui.views.checkpoints_panel import CheckpointsPanel
+from ddpm_studio.gui.views.dataset_panel import DatasetPanel
+from ddpm_studio.gui.views.generate_panel import GeneratePanel
+from ddpm_studio.gui.views.log_panel import LogPanel
+from ddpm_studio.gui.views.loss_plot import LossPlot
+from ddpm_studio.gui.views.run_controls import RunControls
+from ddpm_studio.gui.views.runs_panel import RunsPanel
+from ddpm_studio.gui.views.settings_panel import SettingsPanel
+from ddpm_studio.gui.views.trajectory_viewer import TrajectoryViewer
 
 DEFAULT_SIZE = (1280, 800)
+
+
+class StatusBar(QStatusBar):
+    """The window's status bar (StatusView): passing messages, the device, the memory in use."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.device_label = QLabel("Device: detecting…")
+        self.device_label.setObjectName("device_label")
+        self.memory_label = QLabel()
+        self.memory_label.setObjectName("memory_label")
+        self.addPermanentWidget(self.device_label)
+        self.addPermanentWidget(self.memory_label)
+
+    def set_device(self, text: str) -> None:
+        self.device_label.setText(text)
+
+    def set_memory(self, text: str) -> None:
+        self.memory_label.setText(text)
+
+    def show_message(self, text: str, timeout_ms: int = 0) -> None:
+        self.showMessage(text, timeout_ms)
 
 
 class MainWindow(QMainWindow):
@@ -49,7 +72,7 @@ class MainWindow(QMainWindow):
             self.addAction(action)
 
         self.loss_plot = LossPlot()
-        self.trajectory = TrajectoryView()
+        self.trajectory = TrajectoryViewer()
         self.generate_panel = GeneratePanel()
         self.train_split = QSplitter(Qt.Orientation.Vertical)
         self.train_split.setObjectName("train_split")
@@ -63,7 +86,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
 
         self.dataset_panel = DatasetPanel()
-        self.hparam_panel = HParamPanel()
+        self.settings_panel = SettingsPanel()
         self.runs_panel = RunsPanel()
         self.checkpoints_panel = CheckpointsPanel()
         self.log_panel = LogPanel()
@@ -71,7 +94,7 @@ class MainWindow(QMainWindow):
         left = Qt.DockWidgetArea.LeftDockWidgetArea
         for key, title, widget, area in (
             ("dataset", "Dataset", self.dataset_panel, left),
-            ("settings", "Settings", self.hparam_panel, left),
+            ("settings", "Settings", self.settings_panel, left),
             ("runs", "Runs", self.runs_panel, left),
             ("checkpoints", "Checkpoints", self.checkpoints_panel, left),
             ("log", "Log", self.log_panel, left),
@@ -88,12 +111,8 @@ class MainWindow(QMainWindow):
         self.docks["dataset"].raise_()
         self.resizeDocks([self.docks["dataset"]], [400], Qt.Orientation.Horizontal)
 
-        self.device_label = QLabel("Device: detecting…")
-        self.device_label.setObjectName("device_label")
-        self.memory_label = QLabel()
-        self.memory_label.setObjectName("memory_label")
-        self.statusBar().addPermanentWidget(self.device_label)
-        self.statusBar().addPermanentWidget(self.memory_label)
+        self.status = StatusBar()
+        self.setStatusBar(self.status)
         self._build_menus()
         self.resize(*DEFAULT_SIZE)
         self.default_state = self.saveState()
@@ -131,13 +150,16 @@ class MainWindow(QMainWindow):
         help_menu = bar.addMenu("&Help")
         add(help_menu, "about", "&About DDPM Studio")
 
+    def show_generate(self) -> None:
+        self.tabs.setCurrentWidget(self.generate_panel)
+
     def reset_layout(self) -> None:
         self.restoreState(self.default_state)
         for dock in self.docks.values():
             dock.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Ask the controller (a run may be active); it accepts now or closes the window later."""
+        """Ask the composition root (a run may be active); it accepts now or closes the window later."""
         if self.close_handler is not None and not self.close_handler():
             event.ignore()
             return

@@ -1,4 +1,4 @@
-"""Qt-free folder inspection for the dataset panel: scan, sample header statistics, demo thumbnails.
+"""What is in a folder of images, for the app's dataset panel: scan, sample header statistics, thumbnails.
 
 Runs on a background thread. Statistics read image *headers* only, and only of an evenly spread
 sample of files, so a 100 000-image folder is summarised in about a second.
@@ -6,7 +6,6 @@ sample of files, so a 100 000-image folder is summarised in about a second.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -135,8 +134,3 @@ def load_thumbnail(path: str, size: int = THUMB_SIZE, channels: int = 3) -> np.n
         return np.ascontiguousarray(load_image(path, size, channels).transpose(1, 2, 0))
     except (ImageDecodeError, OSError, ValueError) as exc:
         return str(exc)
-
-
-def folder_label(path: str) -> str:
-    home = os.path.expanduser("~")
-    return "~" + path[len(home):] if path.startswith(home + os.sep) else path

@@ -1,9 +1,9 @@
 """The run's state machine, Qt-free so it can be unit-tested as plain data.
 
-Buttons follow this state, and the state moves only on what the worker confirms (RunStarted,
-RunPaused, RunResumed, RunFinished, RunFailed, the thread ending). A click only moves to a
-*requested* state (PAUSING, RESUMING, STOPPING) that disables the button until the worker answers.
-The design doc places this in services/state.py; it lives here because only the GUI uses it.
+The training presenter holds the one RunState of the app; every view derives from it. It moves only on
+what the worker confirms (RunStarted, RunPaused, RunResumed, RunFinished, RunFailed, the thread ending);
+a click only moves to a *requested* state (PAUSING, RESUMING, STOPPING) that disables the button until
+the worker answers.
 """
 
 from __future__ import annotations
@@ -72,11 +72,12 @@ def next_state(state: RunState, action: str) -> RunState | None:
     return TRANSITIONS.get((state, action))
 
 
-def buttons_for(state: RunState, can_start: bool = True) -> dict[str, bool]:
-    """Which run controls are enabled in ``state``."""
+def buttons_for(state: RunState, can_start: bool = True, can_continue: bool = True) -> dict[str, bool]:
+    """Which run controls are enabled in ``state`` (start and continue also need the presenter's say-so)."""
     return {
         "start": state in _ENDED and can_start,
         "pause": state is RunState.RUNNING,
         "resume": state is RunState.PAUSED,
         "stop": state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSING, RunState.PAUSED, RunState.RESUMING),
+        "continue": state in _ENDED and can_continue,
     }

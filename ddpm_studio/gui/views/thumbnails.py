@@ -1,8 +1,9 @@
 """A list model of image thumbnails that decodes only what the view asks for.
 
-Qt views request ``DecorationRole`` only for rows near the viewport, so a 100 000-file folder
-costs nothing until scrolled. Requests go to one loader thread newest-first, and stale requests
-(rows scrolled past) are dropped when the queue grows, so fast scrolling never builds a backlog.
+Qt views request ``DecorationRole`` only for rows near the viewport, so a 100 000-file folder costs
+nothing until scrolled. Requests go to one loader worker thread (a :class:`~ddpm_studio.gui.workers.WorkerThread`)
+newest-first, and stale requests (rows scrolled past) are dropped when the queue grows, so fast scrolling
+never builds a backlog. The loader ends after a second without requests and starts again on the next.
 """
 
 from __future__ import annotations
@@ -13,26 +14,48 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSize, Qt
-from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import QListView, QWidget
 
-from ddpm_studio.gui import background
+from ddpm_studio.gui.views.images import to_pixmap
+from ddpm_studio.gui.workers import WorkerThread
 
 CACHE_SIZE = 2000
 MAX_QUEUE = 256
 ICON = 64
+IDLE_SECONDS = 1.0
 
 Index = QModelIndex | QPersistentModelIndex
 
 
-def array_to_pixmap(arr: np.ndarray, size: int = ICON) -> QPixmap:
-    """(H, W, 1|3) uint8 → a pixmap scaled to ``size`` (nearest, so tiny images stay crisp)."""
-    arr = np.ascontiguousarray(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
-    h, w, _ = arr.shape
-    image = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    mode = Qt.TransformationMode.FastTransformation if w < size else Qt.TransformationMode.SmoothTransformation
-    return QPixmap.fromImage(image.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, mode))
+class _Loader(QObject):
+    """Decodes queued files on its own thread; each result comes back as ``loaded`` (queued to the GUI thread)."""
+
+    loaded = Signal(int, int, object)  # row, generation, (H, W, C) uint8 or the reason it failed
+    finished = Signal()
+
+    def __init__(self, load: Callable[[str], np.ndarray | str], queue: deque[tuple[int, int, str]],
+                 cond: threading.Condition) -> None:
+        super().__init__()
+        self._load, self._queue, self._cond = load, queue, cond
+        self.idle = False  # set under ``cond`` when it stops taking requests
+        self.stopping = False
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if not self._queue and not self.stopping:
+                        self._cond.wait(IDLE_SECONDS)
+                    if not self._queue or self.stopping:
+                        self.idle = True
+                        return
+                    row, generation, path = self._queue.pop()  # newest first
+                self.loaded.emit(row, generation, self._load(path))
+        finally:
+            self.finished.emit()
 
 
 class ThumbnailModel(QAbstractListModel):
@@ -42,35 +65,41 @@ class ThumbnailModel(QAbstractListModel):
         super().__init__(parent)
         self._files: tuple[str, ...] = ()
         self._arrays: np.ndarray | None = None
-        self._loader = loader
+        self._load = loader
         self._cache: OrderedDict[int, QPixmap | str] = OrderedDict()
         self._queue: deque[tuple[int, int, str]] = deque()
         self._cond = threading.Condition()
         self._generation = 0
-        self._thread: threading.Thread | None = None
+        self._worker: _Loader | None = None
+        self._thread: WorkerThread | None = None
         self._placeholder = QPixmap(ICON, ICON)
         self._placeholder.fill(QColor("#e0e0e0"))
         self.loads = 0
 
     # -- contents ---------------------------------------------------------------------------------
     def set_files(self, files: tuple[str, ...]) -> None:
-        self.beginResetModel()
-        with self._cond:
-            self._generation += 1
-            self._queue.clear()
-        self._files, self._arrays = tuple(files), None
-        self._cache.clear()
-        self.endResetModel()
+        self._reset(tuple(files), None)
 
     def set_arrays(self, images: np.ndarray) -> None:
         """(N, H, W, C) uint8 images already in memory."""
+        self._reset((), images)
+
+    def _reset(self, files: tuple[str, ...], arrays: np.ndarray | None) -> None:
         self.beginResetModel()
         with self._cond:
             self._generation += 1
             self._queue.clear()
-        self._files, self._arrays = (), images
+        self._files, self._arrays = files, arrays
         self._cache.clear()
         self.endResetModel()
+
+    def stop(self) -> None:
+        """Drop queued requests and let the loader end (the window is closing)."""
+        with self._cond:
+            self._queue.clear()
+            if self._worker is not None:
+                self._worker.stopping = True
+            self._cond.notify_all()
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:
         if parent.isValid():
@@ -88,13 +117,12 @@ class ThumbnailModel(QAbstractListModel):
             return f"Demo image {row + 1}"
         if role != Qt.ItemDataRole.DecorationRole:
             return None
+        cached = self._cache.get(row)
         if self._arrays is not None:
-            cached = self._cache.get(row)
             if cached is None:
-                cached = array_to_pixmap(self._arrays[row])
+                cached = to_pixmap(self._arrays[row], ICON)
                 self._remember(row, cached)
             return QIcon(cached) if isinstance(cached, QPixmap) else None
-        cached = self._cache.get(row)
         if cached is None:
             self._request(row)
             return QIcon(self._placeholder)
@@ -110,7 +138,7 @@ class ThumbnailModel(QAbstractListModel):
             self._cache.popitem(last=False)
 
     def _request(self, row: int) -> None:
-        if self._loader is None:
+        if self._load is None:
             return
         with self._cond:
             if any(r == row for r, _, _ in self._queue):
@@ -118,28 +146,21 @@ class ThumbnailModel(QAbstractListModel):
             self._queue.append((row, self._generation, self._files[row]))
             while len(self._queue) > MAX_QUEUE:
                 self._queue.popleft()  # oldest request: its row has likely scrolled out of view
-            self._cond.notify()
-        if self._thread is None or not self._thread.is_alive():
-            background.relay()
-            self._thread = threading.Thread(target=self._work, name="ddpm-thumbnails", daemon=True)
+            self._cond.notify_all()
+            need_loader = self._worker is None or self._worker.idle
+        if need_loader:
+            self._worker = _Loader(self._load, self._queue, self._cond)
+            self._worker.loaded.connect(self._loaded)
+            self._thread = WorkerThread(self._worker, self)
+            self._thread.thread.setObjectName("ddpm-thumbnails")
             self._thread.start()
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue and not self._cond.wait(timeout=5.0) and not self._queue:
-                    return  # idle: the thread ends and restarts on the next request
-                row, generation, path = self._queue.pop()  # newest first
-            assert self._loader is not None
-            result = self._loader(path)
-            background.post(self._loaded, (row, generation, result))
-
-    def _loaded(self, payload: tuple[int, int, np.ndarray | str]) -> None:
-        row, generation, result = payload
+    @Slot(int, int, object)
+    def _loaded(self, row: int, generation: int, result: np.ndarray | str) -> None:
         if generation != self._generation or row >= self.rowCount():
             return
         self.loads += 1
-        self._remember(row, result if isinstance(result, str) else array_to_pixmap(result))
+        self._remember(row, result if isinstance(result, str) else to_pixmap(result, ICON))
         index = self.index(row)
         self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 

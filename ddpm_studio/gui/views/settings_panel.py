@@ -1,14 +1,12 @@
-"""The hyperparameter panel: every RunConfig field, grouped by section, generated from the metadata.
+"""The Settings panel (SettingsView): every RunConfig field, grouped by section, generated from the metadata.
 
-It owns no validation logic of its own: parse and range errors come from the field metadata
-(instantly, without torch), and the full ``config.validate`` (which needs the U-Net layout) runs
-off the GUI thread in the controller, whose verdict is shown here and gates the Start button.
+It owns no validation logic of its own: parse and range errors come from the field metadata as the user
+types, and the settings presenter's full verdict (``config.validate``) is shown here and gates Start.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from collections.abc import Sequence
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -22,62 +20,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ddpm_studio.gui.widgets.config_form import ConfigForm
+from ddpm_studio.gui.views.config_form import ConfigForm
 from ddpm_studio.services import config as config_mod
 
-#: Named starting points; each overlays only the settings it lists (the dataset choice is kept).
-RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "Laptop CPU (default)": {
-        "model": {"preset": "laptop"}, "data": {"image_size": 32}, "diffusion": {"timesteps": 1000},
-        "optim": {"batch_size": 32, "lr": 2e-3, "warmup_steps": 100, "total_steps": 20_000, "ema_decay": 0.999},
-        "schedule": {"preview_every": 250, "preview_minutes": 1.0, "checkpoint_every": 2000},
-    },
-    "Quick pipeline check (tiny model, ~1 min)": {
-        "model": {"preset": "tiny"}, "data": {"image_size": 16}, "diffusion": {"timesteps": 200},
-        "optim": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 20, "total_steps": 300, "ema_decay": 0.99},
-        "schedule": {"preview_every": 50, "preview_steps": 20, "checkpoint_every": 100},
-    },
-    "Paper CIFAR-10 (GPU, days)": {
-        "model": {"preset": "cifar10", "dropout": 0.1}, "data": {"image_size": 32},
-        "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon"},
-        "optim": {"batch_size": 128, "lr": 2e-4, "warmup_steps": 5000, "total_steps": 800_000, "ema_decay": 0.9999,
-                  "grad_clip": 1.0},
-        "schedule": {"preview_every": 5000, "checkpoint_every": 10_000},
-    },
-    "64x64 images (GPU)": {
-        "model": {"preset": "ddpm-64"}, "data": {"image_size": 64}, "diffusion": {"timesteps": 1000, "schedule": "cosine"},
-        "optim": {"batch_size": 64, "lr": 2e-4, "warmup_steps": 5000, "total_steps": 300_000, "ema_decay": 0.9999},
-        "schedule": {"preview_every": 5000, "checkpoint_every": 10_000},
-    },
-}
 
-#: What the app starts with on a fresh machine: the engine's defaults, previewing often enough to watch.
-GUI_DEFAULTS: dict[str, dict[str, Any]] = {"schedule": {"preview_every": 250, "preview_minutes": 1.0}}
-
-
-def default_config() -> config_mod.RunConfig:
-    return config_mod.from_dict(GUI_DEFAULTS)
-
-
-def apply_preset(cfg: config_mod.RunConfig, name: str) -> config_mod.RunConfig:
-    """``cfg`` with the preset's settings; the model overrides are cleared so the preset's layout shows."""
-    model_reset = {f.name: None for f in dataclasses.fields(config_mod.ModelConfig) if f.name != "preset"}
-    values = {k: dict(v) for k, v in RUN_PRESETS[name].items()}
-    values["model"] = {**model_reset, **values.get("model", {})}
-    sections = {s: config_mod.update_section(getattr(cfg, s), values.get(s, {}), name=s) for s in config_mod.SECTION_TYPES}
-    return config_mod.RunConfig(**sections)
-
-
-class HParamPanel(QWidget):
+class SettingsPanel(QWidget):
     """Grouped forms for all sections; emits ``configChanged(cfg, field_errors)`` on every edit."""
 
-    configChanged = Signal(object, object)
+    configEdited = Signal(object, object)  # (RunConfig, field errors)
+    presetChosen = Signal(str)
     loadRequested = Signal()
     saveRequested = Signal()
 
-    def __init__(self, cfg: config_mod.RunConfig | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._cfg = cfg or default_config()
+        self._cfg = config_mod.RunConfig()
         self.forms: dict[str, ConfigForm] = {}
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -85,7 +42,6 @@ class HParamPanel(QWidget):
         top = QHBoxLayout()
         self.preset_combo = QComboBox()
         self.preset_combo.addItem("Apply a preset…")
-        self.preset_combo.addItems(list(RUN_PRESETS))
         self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.preset_combo.setMinimumContentsLength(12)
         self.preset_combo.setToolTip("Fill in a tested set of settings (your dataset choice is kept)")
@@ -142,11 +98,13 @@ class HParamPanel(QWidget):
         self.set_config(self._cfg)
 
     # -- model ------------------------------------------------------------------------------------
-    def config(self) -> config_mod.RunConfig:
-        return self._cfg
+    def set_presets(self, names: Sequence[str]) -> None:
+        while self.preset_combo.count() > 1:
+            self.preset_combo.removeItem(1)
+        self.preset_combo.addItems(list(names))
 
     def set_config(self, cfg: config_mod.RunConfig) -> None:
-        """Show ``cfg`` (no ``configChanged``: the caller already knows)."""
+        """Show ``cfg`` (no ``configEdited``: the caller already knows)."""
         self._cfg = cfg
         for name, form in self.forms.items():
             form.set_section(getattr(cfg, name))
@@ -163,15 +121,14 @@ class HParamPanel(QWidget):
             sections[name] = section
             errors += problems
         self._cfg = config_mod.RunConfig(**sections)
-        self.configChanged.emit(self._cfg, errors)
+        self.configEdited.emit(self._cfg, errors)
 
     def _on_preset(self, index: int) -> None:
         if index <= 0:
             return
         name = self.preset_combo.itemText(index)
         self.preset_combo.setCurrentIndex(0)
-        self.set_config(apply_preset(self._cfg, name))
-        self.configChanged.emit(self._cfg, [])
+        self.presetChosen.emit(name)
 
     # -- feedback ---------------------------------------------------------------------------------
     def show_errors(self, errors: list[str]) -> None:
@@ -191,6 +148,9 @@ class HParamPanel(QWidget):
         self.preset_info.setText(text)
         self.preset_info.setVisible(bool(text))
 
+    def set_field_enabled(self, section: str, name: str, enabled: bool, reason: str = "") -> None:
+        self.forms[section].set_field_enabled(name, enabled, reason)
+
     def set_read_only(self, read_only: bool) -> None:
         """While a run is active the settings are the run's: editing them would mislead."""
         self.body.setEnabled(not read_only)
@@ -201,6 +161,3 @@ class HParamPanel(QWidget):
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-__all__ = ["GUI_DEFAULTS", "RUN_PRESETS", "HParamPanel", "apply_preset", "default_config"]

@@ -1,4 +1,4 @@
-"""Denoising trajectory viewer: rows = samples, columns = timesteps, x_t and predicted x0.
+"""Denoising trajectory viewer (TrajectoryView): rows = samples, columns = timesteps, x_t and predicted x0.
 
 Every preview samples the *same* noise, so the film strip of previews by training step shows the
 model improving rather than the noise changing. The slider scrubs t (the enlarged panel shows all
@@ -8,12 +8,11 @@ samples at that t), Play animates it, and the mode shows x_t, the predicted x0, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -26,6 +25,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from ddpm_studio.gui.views.images import rgb, to_qimage
 
 PAD = 2
 MAX_FULL_HISTORY = 40  # previews whose full trajectory arrays are kept; older ones keep their final grid only
@@ -41,34 +42,19 @@ class PreviewEntry:
     final: np.ndarray  # (H, W, C) grid
 
 
-def rgb(images: np.ndarray) -> np.ndarray:
-    """Grayscale (…, 1) → RGB (…, 3), so every image item has the same layout."""
-    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
-
-
 def trajectory_grid(frames: np.ndarray, pad: int = PAD) -> np.ndarray:
-    """(F, S, H, W, C) → one (S·(H+pad)+pad, F·(W+pad)+pad, 3) image: row = sample, column = frame."""
-    f, s, h, w, _ = frames.shape
-    out = np.full((s * (h + pad) + pad, f * (w + pad) + pad, 3), 255, np.uint8)
-    frames = rgb(frames)
-    for j in range(f):
-        for i in range(s):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y : y + h, x : x + w] = frames[j, i]
-    return out
+    """(F, S, H, W, C) → one RGB image: row = sample, column = frame."""
+    from ddpm_studio.services.imaging import make_grid  # (PIL: not needed to paint the window)
+
+    f, s, h, w, c = frames.shape
+    return rgb(make_grid(frames.swapaxes(0, 1).reshape(s * f, h, w, c), ncols=f, padding=pad))
 
 
 def samples_grid(images: np.ndarray, pad: int = PAD) -> np.ndarray:
-    """(S, H, W, C) → a near-square (…, 3) grid."""
-    s, h, w, _ = images.shape
-    cols = max(1, int(np.ceil(np.sqrt(s))))
-    rows = int(np.ceil(s / cols))
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    images = rgb(images)
-    for k in range(s):
-        r, c = divmod(k, cols)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = images[k]
-    return out
+    """(S, H, W, C) → a near-square RGB grid."""
+    from ddpm_studio.services.imaging import make_grid
+
+    return rgb(make_grid(images, padding=pad))
 
 
 def hstack(a: np.ndarray, b: np.ndarray, gap: int = 8) -> np.ndarray:
@@ -79,16 +65,8 @@ def hstack(a: np.ndarray, b: np.ndarray, gap: int = 8) -> np.ndarray:
     return out
 
 
-def to_qimage(arr: np.ndarray) -> QImage:
-    arr = np.ascontiguousarray(rgb(arr) if arr.ndim == 3 else arr)
-    h, w, _ = arr.shape
-    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-
-
-class TrajectoryView(QWidget):
+class TrajectoryViewer(QWidget):
     """Shows one preview at a time; keeps a history of previews by step."""
-
-    previewShown = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -175,15 +153,9 @@ class TrajectoryView(QWidget):
         if follow:
             self.strip.setCurrentRow(len(self.history) - 1)
 
-    def add_image(self, step: int, path: str | Path) -> None:
-        """A preview known only by its saved final grid (a reopened run's previews/ folder)."""
-        image = QImage(str(path))
-        if image.isNull():
-            return
-        image = image.convertToFormat(QImage.Format.Format_RGB888)
-        arr = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
-        arr = arr[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy()
-        self._append(PreviewEntry(step, (), None, None, arr))
+    def add_image(self, step: int, image: np.ndarray) -> None:
+        """A preview known only by its final grid (H, W, C) uint8 (a reopened run's previews/ folder)."""
+        self._append(PreviewEntry(step, (), None, None, image))
 
     def _append(self, entry: PreviewEntry) -> None:
         self.history.append(entry)
@@ -221,7 +193,6 @@ class TrajectoryView(QWidget):
         self.empty_text.hide()
         self._render()
         self._fit()
-        self.previewShown.emit(self.current.step)
 
     def _fit(self) -> None:
         """Show the whole images, with room above them for the captions."""

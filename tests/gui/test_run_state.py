@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddpm_studio.gui.state import RunState, buttons_for, next_state
+from ddpm_studio.gui.presenters.run_state import RunState, buttons_for, next_state
 
 S = RunState
 
@@ -46,12 +46,13 @@ def test_refused_transitions(state: RunState, action: str) -> None:
 
 
 def test_buttons_follow_state() -> None:
-    assert buttons_for(S.IDLE) == {"start": True, "pause": False, "resume": False, "stop": False}
+    assert buttons_for(S.IDLE) == {"start": True, "pause": False, "resume": False, "stop": False, "continue": True}
     assert buttons_for(S.IDLE, can_start=False)["start"] is False
-    assert buttons_for(S.RUNNING) == {"start": False, "pause": True, "resume": False, "stop": True}
-    assert buttons_for(S.PAUSING) == {"start": False, "pause": False, "resume": False, "stop": True}
-    assert buttons_for(S.PAUSED) == {"start": False, "pause": False, "resume": True, "stop": True}
-    assert buttons_for(S.STOPPING) == {"start": False, "pause": False, "resume": False, "stop": False}
+    assert buttons_for(S.FINISHED, can_continue=False)["continue"] is False
+    assert buttons_for(S.RUNNING) == {"start": False, "pause": True, "resume": False, "stop": True, "continue": False}
+    assert buttons_for(S.PAUSING) == {"start": False, "pause": False, "resume": False, "stop": True, "continue": False}
+    assert buttons_for(S.PAUSED) == {"start": False, "pause": False, "resume": True, "stop": True, "continue": False}
+    assert buttons_for(S.STOPPING) == {"start": False, "pause": False, "resume": False, "stop": False, "continue": False}
     assert all(s.active for s in (S.STARTING, S.RUNNING, S.PAUSING, S.PAUSED, S.RESUMING, S.STOPPING))
     assert not any(s.active for s in (S.IDLE, S.FINISHED, S.FAILED))
 

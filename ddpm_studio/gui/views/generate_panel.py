@@ -1,5 +1,5 @@
-"""Generate panel: choose a model (live run, a checkpoint or a run), sampler settings, then generate,
-interpolate between two seeds, or evaluate the model against its training set.
+"""Generate panel (GenerateView): choose a model (live run, a checkpoint or a run), sampler settings, then
+generate, interpolate between two seeds, or evaluate the model against its training set.
 
 The sampler settings are generated from SampleConfig's metadata like the training form; the Class
 field lists the chosen model's classes (generate_tools.py). While sampling, the newest predicted-x0
@@ -10,7 +10,6 @@ PNG files, a grid image, the trajectory as a GIF); an evaluation's report shows 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -31,33 +30,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ddpm_studio.gui.widgets.config_form import ConfigForm
-from ddpm_studio.gui.widgets.generate_tools import UNCONDITIONAL_TIP, ClassChoice, EvaluateBox, InterpolateBox
-from ddpm_studio.gui.widgets.thumbnails import array_to_pixmap
+from ddpm_studio.gui.views.config_form import ConfigForm
+from ddpm_studio.gui.views.generate_tools import UNCONDITIONAL_TIP, ClassChoice, EvaluateBox, InterpolateBox
+from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
-
-LIVE = "live"
 
 
 class GeneratePanel(QWidget):
-    """View of the sampling controller."""
+    """The generate presenter's view."""
 
-    generateRequested = Signal()
-    interpolateRequested = Signal()
-    evaluateRequested = Signal()
-    sourceChanged = Signal(str)  # the chosen model's value (LIVE, a checkpoint or run folder path, or "")
-    cancelRequested = Signal()
-    browseRequested = Signal()
-    saveSelectedRequested = Signal()
-    saveAllRequested = Signal()
-    saveGridRequested = Signal()
-    saveGifRequested = Signal()
+    requested = Signal(str)  # generate, interpolate, evaluate, cancel, browse, save_selected, save_all, save_grid, save_gif
+    sourceChanged = Signal(str)  # the chosen model's value (a checkpoint or run folder path, the live model, or "")
     settingsChanged = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.images: np.ndarray | None = None
-        self.paths: tuple[str, ...] = ()
         self._frame: np.ndarray | None = None
         split = QSplitter(Qt.Orientation.Horizontal, self)
         outer = QHBoxLayout(self)
@@ -75,7 +62,7 @@ class GeneratePanel(QWidget):
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.browse = QPushButton("Browse…")
         self.browse.setToolTip("Choose a checkpoint file (.pt) or a run folder")
-        self.browse.clicked.connect(self.browseRequested)
+        self.browse.clicked.connect(lambda: self.requested.emit("browse"))
         self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
         mrow.addWidget(self.browse)
@@ -88,9 +75,9 @@ class GeneratePanel(QWidget):
         class_f = next(f for f in dataclasses.fields(config_mod.SampleConfig) if f.name == "class_label")
         self.form.form_layout.insertRow(guidance_row, class_f.metadata["label"], self.class_choice)
         self.interpolate_box = InterpolateBox()
-        self.interpolate_box.interpolateRequested.connect(self.interpolateRequested)
+        self.interpolate_box.requested.connect(lambda: self.requested.emit("interpolate"))
         self.evaluate_box = EvaluateBox()
-        self.evaluate_box.evaluateRequested.connect(self.evaluateRequested)
+        self.evaluate_box.requested.connect(lambda: self.requested.emit("evaluate"))
         scrolled = QWidget()
         scol = QVBoxLayout(scrolled)
         scol.setContentsMargins(0, 0, 0, 0)
@@ -110,10 +97,10 @@ class GeneratePanel(QWidget):
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("generate_button")
         self.generate_button.setToolTip("Generate images with these settings (Ctrl+G)")
-        self.generate_button.clicked.connect(self.generateRequested)
+        self.generate_button.clicked.connect(lambda: self.requested.emit("generate"))
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("cancel_generate")
-        self.cancel_button.clicked.connect(self.cancelRequested)
+        self.cancel_button.clicked.connect(lambda: self.requested.emit("cancel"))
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -155,16 +142,16 @@ class GeneratePanel(QWidget):
         saves = QHBoxLayout()
         saves.addWidget(QLabel("Save:"))
         self.save_buttons: dict[str, QPushButton] = {}
-        for key, text, signal, tip in (
-            ("selected", "Selected…", self.saveSelectedRequested, "Save the selected images as PNG files"),
-            ("all", "All…", self.saveAllRequested, "Save every generated image as a PNG file"),
-            ("grid", "Grid…", self.saveGridRequested, "Save the images (the selection, or all) tiled in one PNG"),
-            ("gif", "GIF…", self.saveGifRequested, "Save the denoising of the first batch as an animated GIF"),
+        for key, text, tip in (
+            ("selected", "Selected…", "Save the selected images as PNG files"),
+            ("all", "All…", "Save every generated image as a PNG file"),
+            ("grid", "Grid…", "Save the images (the selection, or all) tiled in one PNG"),
+            ("gif", "GIF…", "Save the denoising of the first batch as an animated GIF"),
         ):
             button = QPushButton(text)
             button.setObjectName(f"save_{key}")
             button.setToolTip(tip)
-            button.clicked.connect(signal)
+            button.clicked.connect(lambda _c=False, k=key: self.requested.emit(f"save_{k}"))
             button.setEnabled(False)
             saves.addWidget(button)
             self.save_buttons[key] = button
@@ -214,6 +201,18 @@ class GeneratePanel(QWidget):
         self.form.set_section(cfg)
         self.class_choice.set_value(cfg.class_label)
 
+    def interp_config(self) -> tuple[config_mod.InterpolationConfig, list[str]]:
+        cfg, errors = self.interpolate_box.interp_config()
+        self.error_label.setText("\n".join(errors))
+        return cfg, errors
+
+    def evaluation_images(self) -> int:
+        return self.evaluate_box.images.value()
+
+    def set_steps_enabled(self, enabled: bool, reason: str = "") -> None:
+        """The Steps field, off (with ``reason`` as its tooltip) for a sampler that always takes all T steps."""
+        self.form.set_field_enabled("steps", enabled, reason)
+
     # -- progress and results ---------------------------------------------------------------------
     def set_busy(self, busy: bool) -> None:
         self.generate_button.setEnabled(not busy)
@@ -232,20 +231,18 @@ class GeneratePanel(QWidget):
             for b in self.save_buttons.values():
                 b.setEnabled(False)
 
-    def show_progress(self, progress: Any) -> None:
-        self.progress.setMaximum(max(1, progress.total))
-        self.progress.setValue(progress.done)
-        eta = progress.eta_seconds
-        self.progress.setFormat(f"step {progress.done:,} / {progress.total:,} · batch {progress.batch}/{progress.batches}"
-                                f" · ETA {int(eta // 60)}:{int(eta % 60):02d}")
-        if progress.frame is not None:
-            self._frame = progress.frame
+    def show_progress(self, text: str, done: int, total: int, frame: np.ndarray | None) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(text)
+        if frame is not None:
+            self._frame = frame
             self._fit_live()
 
     def _fit_live(self) -> None:
         """Show the newest x0-prediction grid as large as the live area is now."""
         if self._frame is not None and self.live.isVisible():
-            self.live.setPixmap(array_to_pixmap(self._frame, size=max(64, min(self.live.width(), self.live.height()) - 8)))
+            self.live.setPixmap(to_pixmap(self._frame, max(64, min(self.live.width(), self.live.height()) - 8)))
 
     def set_message(self, text: str) -> None:
         self.progress.setFormat(text)
@@ -262,7 +259,7 @@ class GeneratePanel(QWidget):
         for i in range(len(images)):
             self.results.item(i).setToolTip(f"Frame {i % frames + 1} of {frames} · strip: {strip_path}")
         size = max(64, self.live.width() - 8)
-        self.live.setPixmap(array_to_pixmap(make_grid(images, ncols=frames), size=size))
+        self.live.setPixmap(to_pixmap(make_grid(images, ncols=frames), size))
         self.live.setToolTip(strip_path or "")
         self.live.show()
         rows = len(images) // max(1, frames)
@@ -283,10 +280,9 @@ class GeneratePanel(QWidget):
         self.progress.setFormat("Evaluation finished")
 
     def show_results(self, images: np.ndarray, paths: tuple[str, ...], has_gif: bool) -> None:
-        self.images, self.paths = images, paths
         self.results.clear()
         for i, image in enumerate(images):
-            item = QListWidgetItem(QIcon(array_to_pixmap(image, 88)), f"#{i + 1}")
+            item = QListWidgetItem(QIcon(to_pixmap(image, 88)), f"#{i + 1}")
             item.setToolTip(paths[i] if i < len(paths) else "")
             self.results.addItem(item)
         self.live.hide()

@@ -1,4 +1,4 @@
-"""Live loss plot: raw and smoothed loss, per-timestep-quartile and validation loss, learning rate.
+"""Live loss plot (LossPlotView): raw and smoothed loss, loss per range of t, validation loss, learning rate.
 
 Why it stays smooth at a million points: samples go into capacity-doubling numpy buffers (amortised
 O(1) appends, no Python lists), the curves are redrawn by a timer at most ``REDRAW_MS`` apart and
@@ -9,6 +9,7 @@ about two points per pixel column (``autoDownsample`` with the peak method, whic
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,21 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from ddpm_studio.core.choices import TIMESTEP_BUCKETS
+
 REDRAW_MS = 100
 SMOOTHING = 0.98  # weight of the past in the debiased exponential moving average
-QUARTILE_COLOURS = ("#1565c0", "#2e7d32", "#ef6c00", "#c62828")
+BUCKET_COLOURS = ("#1565c0", "#2e7d32", "#ef6c00", "#c62828", "#6a1b9a", "#00838f", "#5d4037", "#ad1457")
+
+
+def bucket_label(i: int, n: int = TIMESTEP_BUCKETS) -> str:
+    """The range of t that bucket ``i`` of ``n`` covers, e.g. ``t∈[T/4, T/2)``."""
+
+    def at(k: int) -> str:
+        f = Fraction(k, n)
+        return "0" if f == 0 else "T" if f == 1 else f"{'' if f.numerator == 1 else f.numerator}T/{f.denominator}"
+
+    return f"t∈[{at(i)}, {at(i + 1)})"
 
 
 class ScientificAxis(pg.AxisItem):
@@ -138,7 +151,7 @@ class LossPlot(QWidget):
         self.smooth = GrowingBuffer()
         self.lr = GrowingBuffer()
         self.val = GrowingBuffer(64)
-        self.quartiles = [GrowingBuffer(256) for _ in range(4)]
+        self.quartiles = [GrowingBuffer(256) for _ in range(TIMESTEP_BUCKETS)]
         self._smoother = Smoother()
         self._dirty = False
         self._diverged_reported = False
@@ -151,7 +164,8 @@ class LossPlot(QWidget):
         for key, text, on, tip in (
             ("raw", "Raw", True, "Loss of every optimisation step"),
             ("smooth", "Smoothed", True, "Exponential moving average of the raw loss"),
-            ("quartiles", "t quartiles", False, "Loss by timestep quarter: t in [0, T/4) … [3T/4, T) (logged every few steps)"),
+            ("quartiles", "By t", False, f"Loss by range of the timestep: {bucket_label(0)} … "
+             f"{bucket_label(TIMESTEP_BUCKETS - 1)} (logged every few steps)"),
             ("val", "Validation", True, "Loss on fixed held-out images, noise and timesteps, at each preview"),
             ("lr", "LR", True, "The learning rate schedule (lower plot)"),
             ("logy", "Log y", True, "Logarithmic loss axis"),
@@ -202,8 +216,9 @@ class LossPlot(QWidget):
             "val": self.plot.plot(pen=pg.mkPen("#d81b60", width=2), symbol="o", symbolSize=5, symbolBrush="#d81b60", **kw),
             "lr": self.lr_plot.plot(pen=pg.mkPen("#6a1b9a", width=1.5), **kw),
         }
-        for q in range(4):
-            self.curves[f"q{q}"] = self.plot.plot(pen=pg.mkPen(QUARTILE_COLOURS[q], width=1.5), **kw)
+        for q in range(TIMESTEP_BUCKETS):
+            colour = BUCKET_COLOURS[q % len(BUCKET_COLOURS)]
+            self.curves[f"q{q}"] = self.plot.plot(pen=pg.mkPen(colour, width=1.5), **kw)
         self.empty_text = pg.TextItem("The loss appears here once training starts", color="#777", anchor=(0.5, 0.5))
         self.plot.addItem(self.empty_text, ignoreBounds=True)
         self._apply_toggles()
@@ -237,7 +252,7 @@ class LossPlot(QWidget):
             val = record.get("val_loss")
             if _finite(val):
                 self.val.append(step, val)
-            for q in range(4):
+            for q in range(TIMESTEP_BUCKETS):
                 value = record.get(f"loss_q{q}")
                 if _finite(value):
                     self.quartiles[q].append(step, value)
@@ -280,7 +295,7 @@ class LossPlot(QWidget):
         self._show_empty_state(len(self.raw) == 0)
         log_y = self.toggles["logy"].isChecked()
         for key, buf in (("raw", self.raw), ("smooth", self.smooth), ("val", self.val), ("lr", self.lr),
-                         *((f"q{q}", self.quartiles[q]) for q in range(4))):
+                         *((f"q{q}", self.quartiles[q]) for q in range(TIMESTEP_BUCKETS))):
             x, y = buf.x, buf.y
             if log_y and key != "lr":
                 keep = y > 0
@@ -309,7 +324,7 @@ class LossPlot(QWidget):
         self.curves["raw"].setVisible(t["raw"])
         self.curves["smooth"].setVisible(t["smooth"])
         self.curves["val"].setVisible(t["val"])
-        for q in range(4):
+        for q in range(TIMESTEP_BUCKETS):
             self.curves[f"q{q}"].setVisible(t["quartiles"])
         self.lr_plot.setVisible(t["lr"])
         # The plots share x: label it once, under the lower one.
@@ -321,8 +336,8 @@ class LossPlot(QWidget):
             if t[key]:
                 self.legend.addItem(self.curves[key], name)
         if t["quartiles"]:
-            for q, label in enumerate(("t∈[0,¼T)", "t∈[¼T,½T)", "t∈[½T,¾T)", "t∈[¾T,T)")):
-                self.legend.addItem(self.curves[f"q{q}"], label)
+            for q in range(TIMESTEP_BUCKETS):
+                self.legend.addItem(self.curves[f"q{q}"], bucket_label(q))
         self.plot.setLogMode(y=t["logy"])
         self._dirty = True
         self.redraw()
@@ -337,16 +352,6 @@ class LossPlot(QWidget):
     def points(self) -> int:
         """Number of raw loss points held (tests and the status line use it)."""
         return len(self.raw)
-
-    def last_loss(self) -> float | None:
-        return float(self.raw.y[-1]) if len(self.raw) else None
-
-    def loss_near(self, step: int) -> float | None:
-        """The plotted loss at the last point at or before ``step`` (checkpoint table)."""
-        if not len(self.raw):
-            return None
-        i = int(np.searchsorted(self.raw.x, step, side="right")) - 1
-        return float(self.raw.y[i]) if i >= 0 else None
 
 
 def _finite(value: Any) -> bool:
