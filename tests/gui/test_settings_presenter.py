@@ -89,6 +89,10 @@ def test_fields_that_do_not_apply_say_why_and_a_running_run_locks_the_settings(s
     setup["dataset"].set_read_only.assert_called_with(True)
     p.set_keep_last(7)  # the running run's keep-last changes, not the locked settings
     assert p.cfg.schedule.keep_last == 3
+    p.browse_folder()  # File > Choose data folder… while the run is active: nothing to choose
+    p.choose_folder("/somewhere/else")
+    setup["dialogs"].choose_directory.assert_not_called()
+    assert p.cfg.data.source == "demo" and p.cfg.data.data_path == ""
     p.set_run_active(False)
     p.set_keep_last(7)
     assert p.cfg.schedule.keep_last == 7

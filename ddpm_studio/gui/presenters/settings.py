@@ -98,7 +98,7 @@ class SettingsPresenter(QObject):
 
     def choose_folder(self, folder: str) -> None:
         """Train on ``folder`` (from the dialog, a drop, the recent list or typing) and scan it."""
-        if not folder:
+        if not folder or self._read_only:
             return
         source = "folder" if self.cfg.data.source == "demo" else self.cfg.data.source
         self.cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, source=source, data_path=folder))
@@ -109,6 +109,8 @@ class SettingsPresenter(QObject):
         self._publish()
 
     def browse_folder(self) -> None:
+        if self._read_only:  # (the menu's Choose data folder… while a run is active)
+            return
         recent = self.prefs.recent_folders()
         start = self.cfg.data.data_path or (recent[0] if recent else str(Path.home()))
         folder = self.dialogs.choose_directory("Choose a folder of images", start)
@@ -117,13 +119,13 @@ class SettingsPresenter(QObject):
 
     def _on_form(self, cfg: config_mod.RunConfig, errors: list[str]) -> None:
         data_moved = (cfg.data.source, cfg.data.data_path) != (self.cfg.data.source, self.cfg.data.data_path)
-        size_changed = cfg.data != self.cfg.data
+        data_changed = cfg.data != self.cfg.data
         self.cfg, self.field_errors = cfg, list(errors)
-        if size_changed:
+        if data_changed:
             self.dataset.set_data(cfg.data)
         if data_moved:
             self._refresh_data()
-        elif size_changed:
+        elif data_changed:
             self._update_stats()
         self._publish()
 
