@@ -46,8 +46,9 @@ def default_config() -> config_mod.RunConfig:
 
 
 def apply_preset(cfg: config_mod.RunConfig, name: str) -> config_mod.RunConfig:
-    """``cfg`` with the preset's settings; the model overrides are cleared so the preset's layout shows."""
-    model_reset = {f.name: None for f in dataclasses.fields(config_mod.ModelConfig) if f.name != "preset"}
+    """``cfg`` with the preset's settings; the model settings go back to their defaults (the overrides are cleared)
+    so the preset's layout shows."""
+    model_reset = {f.name: f.default for f in dataclasses.fields(config_mod.ModelConfig) if f.name != "preset"}
     values = {k: dict(v) for k, v in RUN_PRESETS[name].items()}
     values["model"] = {**model_reset, **values.get("model", {})}
     sections = {s: config_mod.update_section(getattr(cfg, s), values.get(s, {}), name=s) for s in config_mod.SECTION_TYPES}
