@@ -362,3 +362,14 @@ def test_cli_export_import_sample_and_train_on(our_run, tmp_path, capsys):
     assert main(["sample", str(run), "--num-images", "2", "--steps", "3", "--out", str(tmp_path / "s")]) == 0
     assert main(["train", "--resume", str(run), "--total-steps", "4"]) == 0
     assert RunFolder(run).latest_checkpoint().step == 4
+
+
+def test_choosing_a_run_preset_after_an_import_gives_our_own_layout():
+    """An imported google/ddpm-* run has TF padding; a run preset starts a model of ours (symmetric), and the
+    model setting without an "empty" value must not break the reset (it raised ConfigError before)."""
+    from ddpm_studio.services.run_presets import RUN_PRESETS, apply_preset
+
+    imported = c.from_dict({"model": {"preset": "cifar10", "downsample_padding": "tf", "dropout": 0.0}})
+    for name in RUN_PRESETS:
+        cfg = apply_preset(imported, name)
+        assert cfg.model.downsample_padding == "symmetric" and c.validate(cfg) == [], name
