@@ -4,9 +4,12 @@ worker can hand them to another thread and the GUI never touches torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ddpm_studio.core.accelerator_check import DeviceCheck
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class RunStarted:
     world_size: int = 1  # training processes (torchrun); 1 = a single process
     batch_per_device: int = 0
     grad_accum: int = 1
+    #: The accelerator self-check (None on a CPU): when ``device_check.suggest_cpu``, offer to train on the CPU.
+    device_check: DeviceCheck | None = None
 
 
 @dataclass(frozen=True)
