@@ -339,7 +339,7 @@ class TrainingSession:
         assert cfg is not None
         if not self.class_names:
             return None
-        labels = self.data.labels[idx].to(self.device.device)
+        labels = self.data.labels[idx].to(self.device.device, non_blocking=True)  # a blocking copy waits for the GPU
         if world > 1:
             labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
         return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
