@@ -106,11 +106,21 @@ def limit_mps_memory(fraction: float) -> str | None:
     if os.environ.get("PYTORCH_MPS_HIGH_WATERMARK_RATIO"):
         return f"MPS memory limit left to PYTORCH_MPS_HIGH_WATERMARK_RATIO={os.environ['PYTORCH_MPS_HIGH_WATERMARK_RATIO']}"
     torch.mps.set_per_process_memory_fraction(fraction)
+    global _mps_fraction
+    _mps_fraction = fraction
     if fraction == 0:
         return "MPS memory: no limit (the machine may swap)"
     recommended = getattr(torch.mps, "recommended_max_memory", None)
     size = f" = {fraction * recommended() / 2**30:.1f} GB" if recommended else ""
     return f"MPS memory limited to {fraction:g} x the recommended working set{size}"
+
+
+_mps_fraction: float | None = None  # what limit_mps_memory set in this process
+
+
+def default_mps_memory_limit() -> str | None:
+    """The default cap for a process that set none (sampling from the CLI); a training run's own setting stays."""
+    return limit_mps_memory(DEFAULT_MPS_MEMORY_FRACTION) if _mps_fraction is None else None
 
 
 def attention_impl(requested: str, device: torch.device, shape: tuple[int, int, int, int] = (8, 1, 256, 128)) -> str:

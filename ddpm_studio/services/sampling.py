@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ddpm_studio.core.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint
-from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device
+from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, default_mps_memory_limit
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.core.unet_blocks import use_attention
@@ -174,7 +174,10 @@ def resolve_device(source: str | Path | LoadedModel, name: str, precision: str) 
     """The device a session runs on: the loaded model's own, or the one asked for."""
     if isinstance(source, LoadedModel):
         return choose_device(next(source.model.parameters()).device.type, precision)
-    return choose_device(name, precision)
+    device = choose_device(name, precision)
+    if device.device.type == "mps":
+        default_mps_memory_limit()  # fail with "out of memory" rather than make macOS swap
+    return device
 
 
 class SamplingSession:

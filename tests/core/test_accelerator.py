@@ -150,6 +150,7 @@ def test_attention_timing_runs_on_the_cpu():
 # ---------------------------------------------------------------------------------------------- MPS memory cap
 def test_mps_memory_cap(monkeypatch):
     monkeypatch.setattr(device, "mps_available", lambda: False)
+    monkeypatch.setattr(device, "_mps_fraction", None)
     assert device.limit_mps_memory(1.0) is None
     calls = []
     monkeypatch.setattr(device, "mps_available", lambda: True)
@@ -159,9 +160,12 @@ def test_mps_memory_cap(monkeypatch):
     assert device.limit_mps_memory(0.75) == "MPS memory limited to 0.75 x the recommended working set = 12.0 GB"
     assert device.limit_mps_memory(0) == "MPS memory: no limit (the machine may swap)"
     assert calls == [0.75, 0]
+    assert device.default_mps_memory_limit() is None and calls == [0.75, 0]  # a run's own setting stays
+    monkeypatch.setattr(device, "_mps_fraction", None)
+    assert device.default_mps_memory_limit().startswith("MPS memory limited to 1 x") and calls[-1] == 1.0
     monkeypatch.setenv("PYTORCH_MPS_HIGH_WATERMARK_RATIO", "1.3")
     assert "left to PYTORCH_MPS_HIGH_WATERMARK_RATIO=1.3" in device.limit_mps_memory(1.0)
-    assert calls == [0.75, 0]  # the user's own environment setting wins
+    assert calls == [0.75, 0, 1.0]  # the user's own environment setting wins
 
 
 # ---------------------------------------------------------------------------------------------- EMA and schedule

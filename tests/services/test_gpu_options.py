@@ -8,14 +8,8 @@ import torch.nn.functional as F
 from ddpm_studio.cli import main
 from ddpm_studio.services import events as ev
 from ddpm_studio.services import training
-from ddpm_studio.services.control import drive
 from ddpm_studio.services.training import TrainingError, TrainingSession
-
-
-def run(session):
-    events = []
-    drive(session.steps(), events.append)
-    return events
+from tests.services.test_training import collect as run
 
 
 def faulty_float32_group_norm(monkeypatch):

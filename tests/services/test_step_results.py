@@ -12,22 +12,10 @@ import torch
 from ddpm_studio.core.checkpoint import load_checkpoint
 from ddpm_studio.services import events as ev
 from ddpm_studio.services import step_results, training
-from ddpm_studio.services.control import drive
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training import TrainingError, TrainingSession
-
-
-def run(session, on_event=None):
-    events = []
-
-    def sink(e):
-        events.append(e)
-        if on_event:
-            on_event(e)
-
-    drive(session.steps(), sink)
-    return events
+from tests.services.test_training import collect as run
 
 
 @pytest.fixture
