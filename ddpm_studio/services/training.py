@@ -16,6 +16,7 @@ global batch, with the model in DistributedDataParallel; rank 0 alone writes the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -56,6 +57,8 @@ from ddpm_studio.services.preview import Previewer
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
+
+log = logging.getLogger(__name__)
 
 
 def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
@@ -253,9 +256,7 @@ class TrainingSession:
             warnings=tuple(warnings), device_check=self.device_check,
         )
         if mps_note:
-            import logging
-
-            logging.getLogger(__name__).info(mps_note)
+            log.info(mps_note)
 
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
