@@ -1,46 +1,111 @@
-"""Pause, resume and stop, callable from any thread; and the one loop that drives a session.
+"""Pause, resume, stop and other requests, callable from any thread; and the one loop that drives a session.
 
-Pause blocks on a ``threading.Event`` (no polling, no CPU). Stop sets its flag *before*
-waking a paused run, so the woken run sees the stop (napari's StatusChecker rule).
+Pause blocks on a condition variable (no polling, no CPU). Stop sets its flag *before* waking a paused
+run, so the woken run sees the stop (napari's StatusChecker rule). Work that must not race a training
+step (copying the model, changing the retention) is handed over with :meth:`RunControl.submit` and runs
+on the session's own thread at its next safe point: between two steps, or while it waits paused.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class RunControl:
-    """Thread-safe flags shared between a running session and whoever owns it."""
+    """Thread-safe flags and requests shared between a running session and whoever owns it."""
 
     def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._paused = False
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._closed = False
 
     def pause(self) -> None:
-        if not self._stop.is_set():
-            self._resume.clear()
+        with self._cond:
+            if not self._stop:
+                self._paused = True
 
     def resume(self) -> None:
-        self._resume.set()
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._resume.set()
+        with self._cond:
+            self._stop = True
+            self._paused = False
+            self._cond.notify_all()
 
     @property
     def paused(self) -> bool:
-        return not self._resume.is_set()
+        return self._paused
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self._stop
 
     def wait_resumed(self, timeout: float | None = None) -> bool:
-        """Block until resumed or stopped; returns False on timeout."""
-        return self._resume.wait(timeout)
+        """Block until resumed or stopped; returns False on timeout. Requests submitted meanwhile run here."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.run_pending()
+            with self._cond:
+                if not self._paused:
+                    return True
+                if self._calls:
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+
+    # -- requests run on the session's thread --------------------------------------------------------
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the session's thread at its next safe point and return a Future of its result.
+
+        Once the session has ended (:meth:`close`) nothing moves any more, so ``fn`` runs at once on the
+        calling thread: a caller that must not block (a GUI thread) submits from a worker thread.
+        """
+        future: Future[T] = Future()
+        with self._cond:
+            if not self._closed:
+                self._calls.append((fn, future))
+                self._cond.notify_all()  # a paused session serves it now
+                return future
+        _run(fn, future)
+        return future
+
+    def run_pending(self) -> None:
+        """Run the submitted requests (the session calls this between steps)."""
+        while True:
+            with self._cond:
+                if not self._calls:
+                    return
+                fn, future = self._calls.popleft()
+            _run(fn, future)
+
+    def close(self) -> None:
+        """The session has ended: serve what is pending, and from now on run submissions in the caller's thread."""
+        with self._cond:
+            self._closed = True
+        self.run_pending()
+
+
+def _run(fn: Callable[[], T], future: Future[T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except Exception as exc:  # delivered to the waiter, never raised into the session
+        future.set_exception(exc)
 
 
 def drive(events: Iterator[Any], sink: Callable[[Any], None]) -> None:

@@ -15,14 +15,16 @@ global batch, with the model in DistributedDataParallel; rank 0 alone writes the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,6 +61,9 @@ from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_fi
 from ddpm_studio.services.training_log import TrainingLog
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from ddpm_studio.services.sampling import LoadedModel
 
 
 def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
@@ -253,6 +258,7 @@ class TrainingSession:
             num_images=len(self.data), effective_batch=cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum,
             resumed_from=str(self.resume_from) if self.resume_from else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
+            class_names=tuple(self.class_names), precision=self.device.precision_name,
             warnings=tuple(warnings), device_check=self.device_check,
         )
         if mps_note:
@@ -434,13 +440,52 @@ class TrainingSession:
         """Save, pausing for a retry on failure; returns the last CheckpointSaved / CheckpointFailed."""
         return (yield from self.checkpointer.save_retrying(self.step, lambda: self._checkpoint_payload(recent_loss)))
 
+    # ------------------------------------------------------------------ requests from other threads
+    def snapshot(self) -> Future[LoadedModel]:
+        """A Future of a sampling-ready copy of the EMA model (its own weights: training goes on).
+
+        Thread-safe. The copy is made on the thread running :meth:`steps`, between two steps or while paused,
+        so it never races an update; once the run has ended it is made on the calling thread.
+        """
+        return self.control.submit(self._ema_copy)
+
+    def set_keep_last(self, n: int) -> None:
+        """Keep only the newest ``n`` checkpoints from the next save on (thread-safe; recorded in later checkpoints)."""
+        if n < 1:
+            raise ValueError(f"Keep last N checkpoints must be at least 1 (got {n})")
+        self.control.submit(lambda: self._apply_keep_last(n))
+
+    def _ema_copy(self) -> LoadedModel:
+        from ddpm_studio.services.sampling import LoadedModel
+
+        if getattr(self, "ema", None) is None or self.run is None or self.cfg is None:
+            raise RuntimeError("The run has no model yet (it is still loading images)")
+        model = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
+        return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names))
+
+    def _apply_keep_last(self, n: int) -> None:
+        if self.cfg is not None:
+            self.cfg = dataclasses.replace(self.cfg, schedule=dataclasses.replace(self.cfg.schedule, keep_last=n))
+        if self.checkpointer is not None:
+            self.checkpointer.keep_last = n
+
+    def _serving_requests(self, events: Generator[Any, None, None]) -> Iterator[Any]:
+        """``events``, running the requests of :meth:`snapshot` / :meth:`set_keep_last` after each one: the
+        loop is then suspended between two steps, so nothing races the weights or the checkpoint policy."""
+        try:
+            for event in events:
+                yield event
+                self.control.run_pending()
+        finally:
+            events.close()
+
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[Any]:
         """Yield events until the run completes, is stopped, or fails (then the exception propagates)."""
         finished = False
         try:
             yield from self._setup()
-            yield from self._loop()
+            yield from self._serving_requests(self._loop())
             finished = True
         except GeneratorExit:
             raise
@@ -470,6 +515,7 @@ class TrainingSession:
             if hasattr(self, "training_log"):
                 self.training_log.close()
             self.dist.close()
+            self.control.close()  # requests still pending are served now; later ones on their caller's thread
 
     def _read_pending(self) -> Iterator[Any]:
         """Read the steps run since the last read (one host sync) and yield a TrainProgress for each.
