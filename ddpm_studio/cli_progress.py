@@ -89,6 +89,8 @@ class EventPrinter:
             verb = f"Resuming from {event.resumed_from} at step {event.step}" if event.resumed_from else "Training"
             self.note(f"{verb}: {event.parameters / 1e6:.2f}M parameters on {event.device_reason}")
             self.note(f"Data: {event.dataset}; effective batch {event.effective_batch}{batch_breakdown(event)}")
+            for warning in event.warnings:  # e.g. the accelerator self-check's, which names the CPU as the way out
+                self.note(f"WARNING: {warning}")
             self.note(f"Run folder: {event.run_dir}")
         elif isinstance(event, ev.PreviewReady):
             val = f", validation loss {event.val_loss:.4f}" if event.val_loss is not None else ""

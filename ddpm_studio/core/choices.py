@@ -17,3 +17,10 @@ DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")
 #: The loss is logged per bucket of t: quarters of [0, T), as improved-diffusion logs q0..q3.
 TIMESTEP_BUCKETS = 4
+#: How self-attention is computed: PyTorch's fused scaled_dot_product_attention, or plain matmul + softmax
+#: (core.unet_blocks.attention); "auto" is SDPA except on Apple's MPS, where a timing at start picks the faster.
+ATTENTION_IMPLS = ("sdpa", "math")
+ATTENTION_CHOICES = ("auto", *ATTENTION_IMPLS)
+#: torch.compile for the training forward and backward: off (eager), inductor's default, or reduce-overhead
+#: (the same plus CUDA graphs, which replay a step's kernels with one launch).
+COMPILE_CHOICES = ("off", "default", "reduce-overhead")

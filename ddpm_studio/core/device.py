@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from dataclasses import dataclass
 
 import torch
 
-from ddpm_studio.core.choices import DEVICE_CHOICES, PRECISION_CHOICES
+from ddpm_studio.core.choices import ATTENTION_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES
+
+#: Apple GPUs share the machine's memory. By default PyTorch lets an MPS process grow to 1.7x Metal's recommended
+#: working set (PYTORCH_MPS_HIGH_WATERMARK_RATIO), by which point macOS swaps and a run crawls instead of failing;
+#: capped at 1.0x, a batch too large fails at once with "MPS backend out of memory" and the advice that goes with it.
+DEFAULT_MPS_MEMORY_FRACTION = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,51 @@ def _choose_precision(device: torch.device, precision: str) -> tuple[torch.dtype
     if cpu_has_fast_bf16():
         return torch.bfloat16, "bf16 autocast (this CPU has native bf16 instructions)"
     return None, "float32 (this CPU has no native bf16)"
+
+
+def limit_mps_memory(fraction: float) -> str | None:
+    """Cap this process's MPS allocations at ``fraction`` x Metal's recommended working set (0 = no cap).
+
+    Returns a sentence saying what was set, or None off MPS. A PYTORCH_MPS_HIGH_WATERMARK_RATIO in the
+    environment is the user's own choice and wins.
+    """
+    if not mps_available():
+        return None
+    if os.environ.get("PYTORCH_MPS_HIGH_WATERMARK_RATIO"):
+        return f"MPS memory limit left to PYTORCH_MPS_HIGH_WATERMARK_RATIO={os.environ['PYTORCH_MPS_HIGH_WATERMARK_RATIO']}"
+    torch.mps.set_per_process_memory_fraction(fraction)
+    global _mps_fraction
+    _mps_fraction = fraction
+    if fraction == 0:
+        return "MPS memory: no limit (the machine may swap)"
+    recommended = getattr(torch.mps, "recommended_max_memory", None)
+    size = f" = {fraction * recommended() / 2**30:.1f} GB" if recommended else ""
+    return f"MPS memory limited to {fraction:g} x the recommended working set{size}"
+
+
+_mps_fraction: float | None = None  # what limit_mps_memory set in this process
+
+
+def default_mps_memory_limit() -> str | None:
+    """The default cap for a process that set none (sampling from the CLI); a training run's own setting stays."""
+    return limit_mps_memory(DEFAULT_MPS_MEMORY_FRACTION) if _mps_fraction is None else None
+
+
+def attention_impl(requested: str, device: torch.device, shape: tuple[int, int, int, int] = (8, 1, 256, 128)) -> str:
+    """The attention implementation to use: ``requested`` unless "auto"; auto is "sdpa", except on MPS, where
+    both are timed once per process at ``shape`` (batch, heads, tokens, head width) and the faster is used."""
+    if requested not in ATTENTION_CHOICES:
+        raise ValueError(f"Unknown attention {requested!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
+    if requested != "auto":
+        return requested
+    if device.type != "mps":
+        return "sdpa"
+    return _faster_attention(device.type, shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _faster_attention(device_type: str, shape: tuple[int, int, int, int]) -> str:
+    from ddpm_studio.core.accelerator_check import time_attention
+
+    times = time_attention(torch.device(device_type), *shape)
+    return min(times, key=times.__getitem__)

@@ -32,12 +32,23 @@ class EMA:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current weights; buffers are copied."""
+    def update(self, model: nn.Module, gate: torch.Tensor | None = None) -> None:
+        """Move the average towards ``model``'s current weights; buffers are copied.
+
+        ``gate``: a 0-dim tensor on the weights' device, 1 to apply this update and 0 to leave the average as it
+        is, decided on the device so the caller need not wait for the GPU (the training loop's refused-step flag).
+        Gated, the step is θ_ema + gate·(1-d)·(θ - θ_ema) in three multi-tensor ops, since lerp's fast path
+        takes its weight from the host; it equals the lerp to float32 rounding.
+        """
         d = self.current_decay()
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        if gate is None:
+            torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        else:
+            delta = torch._foreach_sub(params, ema_params)
+            torch._foreach_mul_(delta, gate * (1.0 - d))
+            torch._foreach_add_(ema_params, delta)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
         self.num_updates += 1

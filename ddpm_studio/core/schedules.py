@@ -18,6 +18,7 @@ one would silently change what an old model means.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,12 @@ class NoiseSchedule:
     @property
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
+
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        """The same schedule with its tables on ``device``: then :func:`extract` gathers there without a copy
+        from the host (a blocking copy to a GPU also waits for all the work queued on it)."""
+        tables = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "name"}
+        return dataclasses.replace(self, **tables)
 
     # -- forward process -------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm_studio.core.choices import ATTENTION_IMPLS
 from ddpm_studio.core.unet_config import GROUPS  # GroupNorm groups, as in the paper (the layout's rules need it too)
 
 NORM_EPS = 1e-6  # tf.contrib.layers.group_norm's epsilon, used by the paper's code
@@ -96,17 +97,34 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "sdpa") -> Tensor:
+    """softmax(q kᵀ / √d) v over (B, heads, N, d) tensors, by ``impl`` (one of :data:`ATTENTION_IMPLS`).
+
+    sdpa: PyTorch's fused ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA, a fused
+    kernel on CPU); math: the plain matmul → softmax → matmul it stands for, which has been the faster one on
+    Apple's MPS (pytorch PR 178545). The same function: results agree to float rounding.
+    """
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v)
+    if impl == "math":
+        weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+        return weights.to(v.dtype) @ v
+    raise ValueError(f"Unknown attention implementation {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the H·W positions, residual, output projection zero-initialised.
 
     The paper's 1x1 convs for q, k, v and the output are applied as per-position linears on (B, HW, C)
     tokens: the same maps and parameter count, but q, k, v come out with unit-stride heads, which lets
     ``scaled_dot_product_attention`` use its fused CPU/GPU kernels instead of the unfused fallback.
+    ``impl`` picks how the attention itself is computed (:func:`use_attention` sets it model-wide).
     """
 
     def __init__(self, channels: int, num_heads: int = 1) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.impl = "sdpa"
         self.norm = group_norm(channels)
         self.qkv = linear(channels, 3 * channels)
         self.proj_out = linear(channels, channels, zero=True)
@@ -114,8 +132,17 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C); a view for channels_last input
         q, k, v = self.qkv(tokens).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # (B, heads, HW, d)
-        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, HW, C)
+        h = attention(q, k, v, self.impl).transpose(1, 2).flatten(2)  # (B, HW, C)
         return x + self.proj_out(h).transpose(1, 2).unflatten(2, x.shape[2:])
+
+
+def use_attention(model: nn.Module, impl: str) -> None:
+    """Compute every attention block of ``model`` with ``impl``; not a weight, so checkpoints do not change."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"Unknown attention implementation {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+    for module in model.modules():
+        if isinstance(module, AttentionBlock):
+            module.impl = impl
 
 
 class Downsample(nn.Module):

@@ -82,7 +82,9 @@ class BatchStream:
 def images_to_batch(images: Tensor, idx: Tensor, flip: Tensor, device: torch.device) -> Tensor:
     """uint8 (N, C, H, W) rows ``idx`` → float32 in [-1, 1] on ``device``, flipped where asked."""
     x = images[idx]
-    if flip.any():
+    if flip.device.type != "cpu":  # images, idx and flip already on a GPU: flip there, without reading the mask
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    elif flip.any():
         x[flip] = x[flip].flip(-1)
     x = x.to(device, non_blocking=True)
     return x.float().div_(127.5).sub_(1.0)

@@ -18,7 +18,9 @@ from typing import Any
 
 from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.choices import (
+    ATTENTION_CHOICES,
     BETA_SCHEDULE_NAMES,
+    COMPILE_CHOICES,
     DEVICE_CHOICES,
     DOWNSAMPLE_PADDINGS,
     LOSS_TYPES,
@@ -103,6 +105,10 @@ class OptimConfig:
     ema_decay: float = setting(0.999, "EMA decay", "Samples come from an exponential moving average of the weights (paper: 0.9999 for long runs).", min=0.0, max=0.99999)
     mixed_precision: str = setting("auto", "Mixed precision", "auto: bf16 where the hardware is fast at it (CUDA, CPUs with AVX512-BF16), else float32.", choices=PRECISION_CHOICES)
     device: str = setting("auto", "Device", "auto picks CUDA, then Apple MPS, then CPU.", choices=DEVICE_CHOICES)
+    attention: str = setting("auto", "Attention", "How self-attention is computed: sdpa (PyTorch's fused scaled_dot_product_attention) or math (plain matmul + softmax); auto = sdpa, except on Apple MPS, where a timing at start picks the faster. The same maths: only speed differs.", choices=ATTENTION_CHOICES)
+    compile: str = setting("off", "Compile (torch.compile)", "Compile the training forward and backward with torch.compile: default (fuses the elementwise work between convolutions) or reduce-overhead (also CUDA graphs, for small models whose GPU steps are launch-bound). Try it on a GPU for long runs: the first step then takes a minute or more. Off on a CPU, where it was slower (docs/benchmarks.md). The same maths, float rounding apart.", choices=COMPILE_CHOICES)
+    channels_last: bool = setting(False, "Channels-last layout", "Keep activations and weights as (N, H, W, C): can speed up convolutions on NVIDIA GPUs (docs/gpu.md says whether it did), slowed a CPU's bf16 training by a third (docs/benchmarks.md). The same maths, float rounding apart.")
+    mps_memory_fraction: float = setting(1.0, "MPS memory limit", "Apple GPUs only: the most a run may allocate, as a multiple of Metal's recommended working set. At 1 a batch too large stops with an out-of-memory message instead of making macOS swap; PyTorch's own limit is 1.7; 0 = no limit.", min=0.0, max=2.0)
     total_steps: int = setting(20_000, "Total steps", "Optimisation steps to train for.", min=1, max=100_000_000)
     seed: int = setting(0, "Seed", "Seeds weights, data order and noise: the same seed reproduces the run.", min=0, max=2**31 - 1)
     label_dropout: float = setting(0.1, "Label dropout", "Class-conditional runs only: share of labels replaced by \"no class\", which trains the unconditional model classifier-free guidance needs (Ho & Salimans: 0.1-0.2).", min=0.0, max=1.0)

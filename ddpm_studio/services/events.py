@@ -4,9 +4,12 @@ worker can hand them to another thread and the GUI never touches torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ddpm_studio.core.accelerator_check import DeviceCheck
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class RunStarted:
     grad_accum: int = 1
     class_names: tuple[str, ...] = ()  # the model's classes; empty = unconditional
     precision: str = ""  # "float32", "bf16 autocast", "fp16 autocast"
+    #: The accelerator self-check (None on a CPU): when ``device_check.suggest_cpu``, offer to train on the CPU.
+    device_check: DeviceCheck | None = None
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from ddpm_studio.core.atomic import atomic_write, pid_alive, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,11 @@ CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 def default_runs_dir() -> Path:
     """Platform data folder (e.g. ~/.local/share/ddpm-studio/runs); DDPM_STUDIO_RUNS_DIR overrides it."""
     env = os.environ.get("DDPM_STUDIO_RUNS_DIR")
-    return Path(env).expanduser() if env else platformdirs.user_data_path("ddpm-studio") / "runs"
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # here, not at the top: a run given its folder needs no platformdirs (e.g. on a GPU server)
+
+    return platformdirs.user_data_path("ddpm-studio") / "runs"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from ddpm_studio.core.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint
-from ddpm_studio.core.device import DeviceChoice, choose_device
+from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, default_mps_memory_limit
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
 from ddpm_studio.core.schedules import NoiseSchedule
+from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.conditioning import sample_labels
 from ddpm_studio.services.control import RunControl
@@ -77,6 +78,7 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
             f"Checkpoint {ckpt_path.name}'s weights do not fit its model settings: {str(exc).splitlines()[0]}"
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
+    use_attention(model, attention_impl("auto", device.device))  # on MPS the faster of SDPA and matmul + softmax
     return LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names)
 
 
@@ -172,7 +174,10 @@ def resolve_device(source: str | Path | LoadedModel, name: str, precision: str) 
     """The device a session runs on: the loaded model's own, or the one asked for."""
     if isinstance(source, LoadedModel):
         return choose_device(next(source.model.parameters()).device.type, precision)
-    return choose_device(name, precision)
+    device = choose_device(name, precision)
+    if device.device.type == "mps":
+        default_mps_memory_limit()  # fail with "out of memory" rather than make macOS swap
+    return device
 
 
 class SamplingSession:

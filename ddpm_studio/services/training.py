@@ -5,6 +5,8 @@
 resume and stop arrive through a :class:`RunControl` from any thread and act between
 steps; stop (or closing the generator) writes a checkpoint first. A non-finite loss or
 gradient stops the run before the optimizer applies it, so the last checkpoint stays good.
+On a single CUDA GPU the host reads the steps' results in batches instead of after every
+step, and a non-finite step is refused on the device (see :mod:`ddpm_studio.services.step_results`).
 
 Under torchrun (``distributed=True``) every process runs this same loop on its share of each
 global batch, with the model in DistributedDataParallel; rank 0 alone writes the run folder
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -25,12 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ddpm_studio.core.accelerator_check import check_device, is_accelerator
 from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
-from ddpm_studio.core.device import DeviceChoice, choose_device
+from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
 from ddpm_studio.core.ema import EMA
 from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, sample_timesteps, training_losses
+from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services.acceleration import compile_failure, resident_images
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
 from ddpm_studio.services.checkpointing import Checkpointer
@@ -51,7 +57,10 @@ from ddpm_studio.services.events import (
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
 from ddpm_studio.services.runs import RunFolder
+from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
@@ -99,6 +108,17 @@ def lr_at(step: int, cfg: config_mod.OptimConfig) -> float:
     return cfg.lr
 
 
+def step_policy(device: torch.device, distributed: bool) -> tuple[bool, bool]:
+    """(read results in batches, fused AdamW) for a run on ``device``.
+
+    On one CUDA GPU the host reads the steps' results every few steps and a bad step is refused on the device,
+    through the fused optimizer's ``found_inf``; a CPU reads every step for free (and keeps its foreach AdamW:
+    results unchanged), and torchrun's ranks already agree on stopping every step.
+    """
+    deferred = device.type == "cuda" and not distributed
+    return deferred, device.type == "cuda" or deferred
+
+
 class TrainingSession:
     """One training run, new or resumed. Construct cheaply; all work happens in :meth:`steps`."""
 
@@ -128,6 +148,12 @@ class TrainingSession:
         self.distributed = distributed
         self.dist = Distributed()
         self._stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
+        self._pending = PendingSteps(deferred=False)  # steps run but not yet read by the host (see _setup)
+        self._refused: RefusedSteps | None = None  # on a GPU: the device-side record of a refused step
+        self._resident_images: torch.Tensor | bool | None = None  # the data set on the GPU (False: it does not fit)
+        self._last_loss: float | None = None
+        self._last_lr = 0.0
+        self._step_time: float | None = None
 
     # ------------------------------------------------------------------ setup
     def _load_resume(self) -> dict[str, Any]:
@@ -160,6 +186,17 @@ class TrainingSession:
             self.device = dataclasses.replace(self.device, device=dev)
         dev = self.device.device
         main = self.dist.is_main
+        warnings: list[str] = []
+        mps_note = limit_mps_memory(cfg.optim.mps_memory_fraction) if dev.type == "mps" else None
+        attention = attention_impl(cfg.optim.attention, dev)
+        if dev.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+            torch.backends.cudnn.benchmark = True  # a step's shapes never change: let cuDNN time its convolutions once
+        self.device_check = None
+        if is_accelerator(dev):  # one forward + backward against the CPU: a wrong kernel trains garbage silently
+            yield Status(f"Checking the {dev.type} device against the CPU")
+            self.device_check = check_device(dev, attention)
+            if self.device_check.warning:
+                warnings.append(self.device_check.warning)
 
         yield Status("Loading images")
         from ddpm_studio.services.data_source import load_images
@@ -183,15 +220,21 @@ class TrainingSession:
                                          pause_on_failure=not self.dist.enabled)
 
         self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
+        use_attention(self.model, attention)
+        if cfg.optim.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         self.schedule = build_schedule(cfg)
+        self._step_schedule = self.schedule.to(dev)  # the step gathers from its tables on the device, without a copy
         gamma = cfg.diffusion.min_snr_gamma
         self.loss_weights = (min_snr_weights(self.schedule.alphas_cumprod, gamma, cfg.diffusion.prediction).to(dev)
                              if gamma > 0 else None)
-        fused = dev.type == "cuda"
+        deferred, fused = step_policy(dev, self.dist.enabled)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                            foreach=not fused, fused=fused or None)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
+        self._pending = PendingSteps(deferred=deferred)
+        self._refused = RefusedSteps(dev) if deferred and not self.scaler.is_enabled() else None
         self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
         cursor = None
         if ckpt is not None:
@@ -199,6 +242,8 @@ class TrainingSession:
         if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from self.generator)
             torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
         self.net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
+        if cfg.optim.compile != "off":  # compiles at the first step (previews and EMA use the eager model)
+            self.net = torch.compile(self.net, mode=cfg.optim.compile)
         self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
                                    rank=self.dist.rank, world=self.dist.world, cursor=cursor)
         self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main,
@@ -215,7 +260,10 @@ class TrainingSession:
             resumed_from=str(self.resume_from) if self.resume_from else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
             class_names=tuple(self.class_names), precision=self.device.precision_name,
+            warnings=tuple(warnings), device_check=self.device_check,
         )
+        if mps_note:
+            log.info(mps_note)
 
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
@@ -263,7 +311,7 @@ class TrainingSession:
             t, noise = self._noise_for(x0)
             labels = self._labels_for(idx)  # after the noise draws, so unconditional runs keep their random stream
             with self.dist.no_sync(self.net, last=micro == accum - 1):
-                losses = training_losses(self.net, self.schedule, x0, t, noise, prediction=cfg.diffusion.prediction,
+                losses = training_losses(self.net, self._step_schedule, x0, t, noise, prediction=cfg.diffusion.prediction,
                                          loss_type=cfg.diffusion.loss, labels=labels, autocast=self.device.autocast)
                 loss = losses.mean()  # the unweighted loss (ε or v) is what we report
                 objective = loss if self.loss_weights is None else (losses * self.loss_weights[t]).mean()
@@ -278,9 +326,19 @@ class TrainingSession:
         return total, sums, counts, lr  # type: ignore[return-value]
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's next micro-batch: images in [-1, 1] on the device, and their indices in the data set."""
+        """This rank's next micro-batch: images in [-1, 1] on the device, and their indices in the data set.
+
+        On a GPU a data set that fits is copied there once (uint8) and each batch is gathered there: no
+        per-step copy of pixels from the host, only of the batch's indices.
+        """
         idx, flip = self.batches.next()
-        return images_to_batch(self.data.images, idx, flip, self.device.device), idx
+        dev = self.device.device
+        if self._resident_images is None:
+            self._resident_images = resident_images(self.data.images, dev)
+        if self._resident_images is False:
+            return images_to_batch(self.data.images, idx, flip, dev), idx
+        on_device = idx.to(dev, non_blocking=True), flip.to(dev, non_blocking=True)
+        return images_to_batch(self._resident_images, *on_device, dev), idx  # type: ignore[arg-type]
 
     def _labels_for(self, idx: torch.Tensor) -> torch.Tensor | None:
         """A conditional run's class labels for images ``idx`` (None: unconditional), dropped to the null class
@@ -289,7 +347,7 @@ class TrainingSession:
         assert cfg is not None
         if not self.class_names:
             return None
-        labels = self.data.labels[idx].to(self.device.device)
+        labels = self.data.labels[idx].to(self.device.device, non_blocking=True)  # a blocking copy waits for the GPU
         if world > 1:
             labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
         return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
@@ -309,8 +367,10 @@ class TrainingSession:
     def _apply_update(self, total: torch.Tensor) -> None:
         """Clip, then apply the gradients to the weights and the EMA, unless the loss or gradient is not finite.
 
-        One host sync: a non-finite step is refused before the optimizer sees it, so the weights (and the last
-        checkpoint) stay good. With fp16 loss scaling the scaler skips overflowing steps itself.
+        A non-finite step is refused before the optimizer applies it, so the weights (and the last checkpoint)
+        stay good: here with a host sync (CPU, MPS, torchrun), or on one CUDA GPU on the device, where the fused
+        optimizer and the EMA skip the update and the host raises at its next read (:meth:`_read_pending`).
+        With fp16 loss scaling the scaler skips overflowing steps itself.
         """
         cfg, dev = self.cfg, self.device.device
         assert cfg is not None
@@ -319,16 +379,22 @@ class TrainingSession:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         else:
             norm = torch.zeros((), device=dev)
-        if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
-            what, value = ("loss", total) if not bool(torch.isfinite(total)) else ("gradient", norm)
-            raise TrainingError(
-                f"The {what} became {'NaN' if torch.isnan(value) else 'infinite'} at step {self.step + 1}: "
-                "training stopped and the last checkpoint is kept. Resume from it with a lower learning rate."
-            )
-        self.scaler.step(self.optimizer)
+        gate = None
+        if self._refused is not None:
+            refused = self._refused.record(self.step + 1, total, norm)
+            self.optimizer.found_inf = refused  # type: ignore[attr-defined]  # fused AdamW skips where this is 1
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+            gate = 1.0 - refused
+        else:
+            if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
+                raise TrainingError(non_finite_message(self.step + 1, float(total), float(norm)))
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model)  # on every rank alike (the weights are the same on all)
+        self.ema.update(self.model, gate)  # on every rank alike (the weights are the same on all)
 
     def _reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
                              counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -349,6 +415,9 @@ class TrainingSession:
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, recent_loss: float | None) -> dict[str, Any]:
         assert self.cfg is not None
+        refused = self._refused.first_refused() if self._refused is not None else None
+        if refused is not None:  # never save a state after a refused step (the weights are frozen before it)
+            raise TrainingError(non_finite_message(*refused))
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
                                "generator_device": self.device.device.type}
         if torch.cuda.is_available():  # under torchrun only this rank's GPU: get_rng_state_all would touch every GPU
@@ -424,6 +493,9 @@ class TrainingSession:
         except BaseException as exc:
             self._healthy = False
             self._status(state="failed", step=self.step)
+            failure = compile_failure(exc) if self.cfg is not None and self.cfg.optim.compile != "off" else None
+            if failure:
+                raise TrainingError(failure) from exc
             if isinstance(exc, Exception) and is_out_of_memory(exc) and self.cfg is not None:
                 o = self.cfg.optim
                 raise TrainingError(
@@ -436,7 +508,8 @@ class TrainingSession:
             if not finished and self.run is not None and self._healthy is False:
                 pass  # never checkpoint a failed state: the last good checkpoint stays the newest
             elif (not finished and self.checkpointer is not None and self.step > self.checkpointer.last_saved_step
-                  and hasattr(self, "batches") and self.dist.is_main):
+                  and hasattr(self, "batches") and self.dist.is_main
+                  and (self._refused is None or self._refused.first_refused() is None)):
                 # Closed from outside (GeneratorExit) without a stop request: still keep the work.
                 self.save_checkpoint()
                 self._status(state="stopped", step=self.step)
@@ -445,19 +518,41 @@ class TrainingSession:
             self.dist.close()
             self.control.close()  # requests still pending are served now; later ones on their caller's thread
 
+    def _read_pending(self) -> Iterator[Any]:
+        """Read the steps run since the last read (one host sync) and yield a TrainProgress for each.
+
+        Raises TrainingError at a step the device refused (see :class:`RefusedSteps`), after reporting the
+        good steps before it, as the step-by-step check does.
+        """
+        cfg = self.cfg
+        assert cfg is not None
+        results, seconds = self._pending.read()
+        refused = self._refused.first_refused() if self._refused is not None and results else None
+        total_steps = cfg.optim.total_steps
+        images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
+        for result in results:
+            if refused is not None and result.step >= refused[0]:
+                raise TrainingError(non_finite_message(*refused))
+            dt = seconds / len(results)
+            self._step_time = dt if self._step_time is None else 0.9 * self._step_time + 0.1 * dt
+            self.training_log.add_step(result.loss, result.bucket_sums, result.bucket_counts)
+            self._last_loss, self._last_lr = result.loss, result.lr
+            yield TrainProgress(result.step, total_steps, result.loss, result.lr, images_per_step / self._step_time,
+                                self._step_time * (total_steps - result.step), time.perf_counter() - self._loop_start)
+
     def _loop(self) -> Iterator[Any]:
         cfg = self.cfg
         assert cfg is not None and self.run is not None
         sc, total_steps = cfg.schedule, cfg.optim.total_steps
         images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
         main = self.dist.is_main  # only rank 0 logs, previews and checkpoints
-        start = time.perf_counter()
+        start = self._loop_start = time.perf_counter()
         last_preview_t = last_ckpt_t = start
-        step_time = None
         if main and self.step == 0 and sc.preview_every:
             yield self.previewer.preview(self.ema.model, self.model, self.step)
         while self.step < total_steps:
             if self.control.paused and not self.control.stop_requested:
+                yield from self._read_pending()
                 self._status(state="paused", step=self.step)
                 yield RunPaused(self.step)
                 self.control.wait_resumed()
@@ -466,35 +561,37 @@ class TrainingSession:
                     yield RunResumed(self.step)
             if self._stop_requested():
                 break
-            t0 = time.perf_counter()
-            loss_t, sums, counts, lr = self._train_step()
-            loss = float(loss_t)
-            dt = time.perf_counter() - t0
-            step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-            self.training_log.add_step(loss, sums, counts)
-            elapsed = time.perf_counter() - start
-            yield TrainProgress(self.step, total_steps, loss, lr, images_per_step / step_time,
-                                step_time * (total_steps - self.step), elapsed)
-
-            if main and (self.step % sc.log_every == 0 or self.step == total_steps):
-                yield MetricsLogged(self.training_log.interval_record(self.step, lr, images_per_step / step_time, elapsed))
-
+            self._pending.begin_step()
+            self._pending.add(self.step + 1, *self._train_step())
             now = time.perf_counter()
-            if main and ((sc.preview_every and self.step % sc.preview_every == 0) or (
-                sc.preview_minutes and now - last_preview_t >= sc.preview_minutes * 60
-            )):
+            log_due = main and (self.step % sc.log_every == 0 or self.step == total_steps)
+            preview_due = main and bool((sc.preview_every and self.step % sc.preview_every == 0) or (
+                sc.preview_minutes and now - last_preview_t >= sc.preview_minutes * 60))
+            checkpoint_due = main and bool((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
+                sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60))
+            if not (log_due or preview_due or checkpoint_due or self._pending.due() or self.step == total_steps
+                    or self.control.paused or self.control.stop_requested):
+                continue  # on a GPU: queue the next step while this one runs; a later read reports both
+            yield from self._read_pending()
+            loss, lr = self._last_loss, self._last_lr
+            elapsed = time.perf_counter() - start
+            assert self._step_time is not None
+
+            if log_due:
+                yield MetricsLogged(self.training_log.interval_record(self.step, lr, images_per_step / self._step_time,
+                                                                      elapsed))
+            if preview_due:
                 preview = self.previewer.preview(self.ema.model, self.model, self.step)
                 last_preview_t = time.perf_counter()
                 if preview.val_loss is not None:
                     yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
                 self.training_log.preview_image(preview.image, self.step)
                 yield preview
-            if main and ((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
-                sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60
-            )):
+            if checkpoint_due:
                 yield from self._save(loss)
                 last_ckpt_t = time.perf_counter()
 
+        yield from self._read_pending()  # stopped between reads: report (and check) the last steps before saving
         checkpoint = None
         if main and self.step > self.checkpointer.last_saved_step:  # type: ignore[union-attr]
             event = yield from self._save()
