@@ -48,13 +48,11 @@ class EventPrinter:
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 0.2, line_every: float = 10.0,
-                 quiet: bool = False, columns: int | None = None) -> None:
-        """``columns``: the terminal's width (None: asked at each redraw, so a resized window is followed)."""
+                 quiet: bool = False) -> None:
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.interval = interval if self.tty else line_every
-        self.columns = columns
         self._last = 0.0
         self._bar_shown = False
         self._drawn = 0  # length of the bar line now on screen
@@ -62,8 +60,9 @@ class EventPrinter:
         self._last_status = ""
 
     def _width(self) -> int:
-        if self.columns:
-            return self.columns
+        """The terminal's width, asked at each redraw (a resized window is followed); $COLUMNS overrides it."""
+        if os.environ.get("COLUMNS", "").isdigit():
+            return int(os.environ["COLUMNS"])
         try:
             return os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
@@ -88,7 +87,7 @@ class EventPrinter:
         if self.tty:
             # Never wider than the terminal: a line that wraps is not redrawn in place by "\r", and each redraw
             # then leaves a line behind (the blank lines after "Loading checkpoint…" on an 80-column terminal).
-            line = text[: self._width() - 1]
+            line = text[: max(self._width(), 20) - 1]
             self.stream.write("\r" + line.ljust(self._drawn))  # spaces erase the rest of a longer previous line
             self._drawn = len(line)
             self._bar_shown = True
