@@ -3,7 +3,10 @@
 ``TrainingSession(cfg, ...).steps()`` sets up (data, model, optimizer, EMA), then yields a
 ``TrainProgress`` per optimisation step and occasional previews and checkpoints. Pause,
 resume and stop arrive through a :class:`RunControl` from any thread and act between
-steps; stop (or closing the generator) writes a checkpoint first. A non-finite loss or
+steps, as do "sample now" and "checkpoint now" (served at once while paused, the run staying
+paused); stop (or closing the generator) writes a checkpoint first. Previews are kept to a
+share of the run's time (see :mod:`loop_timing`), and every checkpoint is scored by its EMA
+weights' validation loss, which picks the run's best checkpoint. A non-finite loss or
 gradient stops the run before the optimizer applies it, so the last checkpoint stays good.
 
 Under torchrun (``distributed=True``) every process runs this same loop on its share of each
