@@ -103,9 +103,9 @@ def training_gaps(seconds: float, preset: str) -> dict[str, object]:
     from PySide6.QtWidgets import QApplication
 
     from ddpm_studio.gui.app import create_app
-    from ddpm_studio.gui.state import RunState
-    from ddpm_studio.gui.widgets.hparam_panel import default_config
+    from ddpm_studio.gui.presenters.run_state import RunState
     from ddpm_studio.services import config as config_mod
+    from ddpm_studio.services.run_presets import default_config
 
     meter = GapMeter()
     handle = create_app(exec_app=False, settings_path=os.environ["DDPM_STUDIO_SETTINGS"], offer_interrupted=False)
@@ -120,13 +120,13 @@ def training_gaps(seconds: float, preset: str) -> dict[str, object]:
             time.sleep(0.0005)
         return False
 
-    pump_until(lambda: studio.torch_ready and studio.config.ok, 120)
+    pump_until(lambda: studio.torch_ready and studio.settings.ok, 120)
     base = default_config()
     cfg = config_mod.from_dict({"model": {"preset": preset}, "optim": {"total_steps": 1_000_000}}, base=base)
-    studio.config.set_config(cfg)
-    pump_until(lambda: studio.config.ok, 60)
+    studio.settings.set_config(cfg)
+    pump_until(lambda: studio.settings.ok, 60)
     meter.set_phase("run set-up (start → first step)")
-    studio.start()
+    studio.training.start()
     pump_until(lambda: studio.training.state is RunState.RUNNING and studio.training.step >= 1, 300)
     meter.set_phase("training")
     refs_before = [sys.getrefcount(x) for x in (True, False, None)]
@@ -181,7 +181,7 @@ def big_folder(n: int) -> dict[str, object]:
     panel = handle.window.dataset_panel
     panel.show()
     t0 = time.perf_counter()
-    panel.set_folder(str(folder))
+    studio.settings.choose_folder(str(folder))
     while panel.summary is None and time.perf_counter() - t0 < 300:
         app.processEvents()
         time.sleep(0.0005)
@@ -208,7 +208,7 @@ def plot_cost(points: int = 1_000_000) -> dict[str, float]:
     """Median redraw+paint time of the loss plot with ``points`` points, full view and zoomed, linear and log."""
     import numpy as np
 
-    from ddpm_studio.gui.widgets.loss_plot import LossPlot
+    from ddpm_studio.gui.views.loss_plot import LossPlot
     from ddpm_studio.gui.workers import ProgressBatch
 
     plot = LossPlot()

@@ -31,6 +31,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -63,12 +64,17 @@ class _Meter:
     def restart(self) -> None:
         self._mark = (time.perf_counter(), time.process_time())
 
-    def charge(self, label: str) -> None:
+    def charge(self, label: str, count: bool = True) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         self.wall[label] = self.wall.get(label, 0.0) + wall - self._mark[0]
         self.cpu[label] = self.cpu.get(label, 0.0) + cpu - self._mark[1]
-        self.count[label] = self.count.get(label, 0) + 1
+        self.count[label] = self.count.get(label, 0) + count
         self._mark = (wall, cpu)
+
+
+def _steps_only(times: dict[str, float]) -> float:
+    """The loop's time in training steps and their bookkeeping (not previews or checkpoints)."""
+    return times.get("TrainProgress", 0.0) + times.get("MetricsLogged", 0.0)
 
 
 def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_dir: Path,
@@ -103,8 +109,10 @@ def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_di
         engine()
     eng, loop = _Meter(), _Meter()
     engine_steps = loop_steps = 0
+    pairs: dict[str, list[float]] = {"wall": [], "cpu": []}  # per chunk: engine time / loop steps-only time
     finished = False
     while not finished:
+        before = {c: (getattr(eng, c).get("step", 0.0), _steps_only(getattr(loop, c))) for c in pairs}
         eng.restart()
         for _ in range(chunk):
             engine()
@@ -114,10 +122,10 @@ def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_di
         seen = 0
         for event in events:
             printer(event)
-            kind = type(event).__name__
             if isinstance(event, ev.MetricsLogged) and "val_loss" in event.record:
-                kind = "PreviewReady"  # a preview's validation record comes first: the preview's work is charged to it
-            loop.charge(kind)
+                loop.charge("PreviewReady", count=False)  # a preview's validation record comes first, with its work
+            else:
+                loop.charge(type(event).__name__)
             if isinstance(event, ev.TrainProgress):
                 seen += 1
                 loop_steps += 1
@@ -128,6 +136,10 @@ def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_di
                 break
         else:
             finished = True
+        if seen == chunk:  # a whole chunk on both sides: pair them
+            for c in pairs:
+                e0, l0 = before[c]
+                pairs[c].append((getattr(eng, c)["step"] - e0) / max(_steps_only(getattr(loop, c)) - l0, 1e-9))
     events.close()
 
     def rate(meter: _Meter, clock: str, n: int, only: tuple[str, ...] | None = None) -> float:
@@ -147,26 +159,27 @@ def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_di
         e, lp = rate(eng, clock, engine_steps), rate(loop, clock, loop_steps)
         steady = rate(loop, clock, loop_steps, only=("TrainProgress", "MetricsLogged"))
         result[clock] = {"engine_images_per_sec": round(e, 2), "loop_images_per_sec": round(lp, 2),
-                         "loop_vs_engine": round(lp / e, 4), "loop_steps_only_vs_engine": round(steady / e, 4)}
+                         "loop_vs_engine": round(lp / e, 4), "loop_steps_only_vs_engine": round(steady / e, 4),
+                         "paired_median_steps_only_vs_engine": round(statistics.median(pairs[clock]), 4),
+                         "pairs": len(pairs[clock])}
     return result
 
 
 def project(result: dict[str, Any], total_steps: int, preview_every: int, checkpoint_every: int) -> dict[str, float]:
-    """The loop's share of the engine's speed over a whole default run, from the measured per-step and side costs."""
+    """The loop's share of the engine's speed over a whole default run: the engine's step time over the paired
+    median ratio (the loop's steps), plus the measured cost of each preview and checkpoint at the default cadence."""
     out = {}
     side = result["side_work"]
     for clock in ("wall", "cpu"):
         key = f"{clock}_s"
-        batch = result["batch"]
-        steps_only = result[clock]["loop_steps_only_vs_engine"] * result[clock]["engine_images_per_sec"]
-        step = batch / steps_only
+        engine_step = result["batch"] / result[clock]["engine_images_per_sec"]
         preview = side["PreviewReady"][key] / max(side["PreviewReady"]["count"], 1)
         ckpt = side["CheckpointSaved"][key] / max(side["CheckpointSaved"]["count"], 1)
         previews = 1 + total_steps // preview_every if preview_every else 0  # the step-0 one too
         ckpts = max(1, total_steps // checkpoint_every) if checkpoint_every else 1
-        loop_time = total_steps * step + previews * preview + ckpts * ckpt
-        engine_time = total_steps * batch / result[clock]["engine_images_per_sec"]
-        out[clock] = round(engine_time / loop_time, 4)
+        loop_time = (total_steps * engine_step / result[clock]["paired_median_steps_only_vs_engine"]
+                     + previews * preview + ckpts * ckpt)
+        out[clock] = round(total_steps * engine_step / loop_time, 4)
     return out
 
 
@@ -207,17 +220,20 @@ def main() -> None:
     print(f"{result['preset']}, batch {result['batch']}, {result['precision']}, {result['steps']} steps in chunks of "
           f"{result['chunk']}, {result['torch_threads']} threads; load average {load} at start")
     print(f"{'clock':6s} {'engine img/s':>13s} {'loop img/s':>11s} {'loop/engine':>12s} {'steps only':>11s} "
-          f"{'projected':>10s}")
+          f"{'paired median':>14s} {'projected':>10s}")
     for clock in ("wall", "cpu"):
         r = result[clock]
         print(f"{clock:6s} {r['engine_images_per_sec']:13.2f} {r['loop_images_per_sec']:11.2f} "
               f"{100 * r['loop_vs_engine']:11.1f}% {100 * r['loop_steps_only_vs_engine']:10.1f}% "
+              f"{100 * r['paired_median_steps_only_vs_engine']:13.1f}% "
               f"{100 * result['projected_default_run'][clock]:9.1f}%")
     for kind, s in result["side_work"].items():
         if kind != "TrainProgress" and s["count"]:
             print(f"  {kind:16s} x{s['count']:<4d} {s['wall_s'] / s['count']:8.3f} s wall, "
                   f"{s['cpu_s'] / s['count']:8.3f} s CPU each")
-    print(f"projected: a {args.project_steps}-step run with the default previews and checkpoints")
+    print("loop/engine: everything from RunStarted to RunFinished; steps only: without previews and checkpoints; "
+          f"paired median: of {result['wall']['pairs']} chunk pairs; projected: a {args.project_steps}-step run with "
+          "the default previews and checkpoints")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -86,8 +86,8 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
     from PySide6.QtWidgets import QApplication
 
     from ddpm_studio.gui.app import create_app
-    from ddpm_studio.gui.state import RunState
-    from ddpm_studio.gui.widgets.trajectory_view import MAX_FULL_HISTORY
+    from ddpm_studio.gui.presenters.run_state import RunState
+    from ddpm_studio.gui.views.trajectory_viewer import MAX_FULL_HISTORY
     from ddpm_studio.services import config as config_mod
 
     handle = create_app(exec_app=False, settings_path=os.environ["DDPM_STUDIO_SETTINGS"], offer_interrupted=False)
@@ -102,10 +102,10 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
             time.sleep(0.002)
         return False
 
-    pump(120, lambda: studio.torch_ready and studio.config.ok)
-    studio.config.set_config(config_mod.from_dict(soak_config(args)))
-    pump(60, lambda: studio.config.ok)
-    studio.start()
+    pump(120, lambda: studio.torch_ready and studio.settings.ok)
+    studio.settings.set_config(config_mod.from_dict(soak_config(args)))
+    pump(60, lambda: studio.settings.ok)
+    studio.training.start()
     pump(300, lambda: studio.training.state is RunState.RUNNING and studio.training.step >= 1)
 
     def plot_bytes() -> int:
@@ -141,7 +141,7 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
             print(samples[-1], flush=True)
     studio.training.stop()
     pump(300, lambda: not studio.training.is_running())
-    extra = {"max_full_history": MAX_FULL_HISTORY, "run_dir": studio.training.run_dir}
+    extra = {"max_full_history": MAX_FULL_HISTORY, "run_dir": studio.training.run.run_dir if studio.training.run else None}
     w.close()
     QApplication.processEvents()
     return samples, extra

@@ -294,12 +294,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from ddpm_studio.services.outputs import output_name
     from ddpm_studio.services.runs import resolve_checkpoint
     from ddpm_studio.services.sampling import SamplingSession
 
     ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), overrides_from(args).get("sample", {}), name="sample")
-    out = _output_dir(args, ckpt, f"{ckpt.stem}-{_sampler_tag(sample_cfg)}-seed{sample_cfg.sample_seed}")
+    out = _output_dir(args, ckpt, output_name(ckpt.stem, sample_cfg))
     session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision,
                               save_trajectory=args.trajectory)
     printer = EventPrinter()
@@ -309,23 +310,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _output_dir(args: argparse.Namespace, ckpt: Path, name: str) -> Path:
     """``--out`` or the run's samples/ folder, plus a sub-folder named after what is made."""
-    out = args.out or (ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path.cwd() / "samples")
-    return out / name
+    from ddpm_studio.services.outputs import samples_dir_for
 
-
-def _sampler_tag(sample_cfg: config_mod.SampleConfig) -> str:
-    return sample_cfg.sampler + ("" if sample_cfg.sampler == "ddpm" else str(sample_cfg.steps))
+    return (args.out or samples_dir_for(ckpt, Path.cwd() / "samples")) / name
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from ddpm_studio.services.interpolation import InterpolationSession
+    from ddpm_studio.services.outputs import interpolation_tag, output_name
     from ddpm_studio.services.runs import resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
     given = overrides_from(args)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), given.get("sample", {}), name="sample")
     interp_cfg = config_mod.update_section(config_mod.InterpolationConfig(), given.get("interp", {}), name="interp")
-    out = _output_dir(args, ckpt, f"{ckpt.stem}-interp-{_sampler_tag(sample_cfg)}")
+    out = _output_dir(args, ckpt, output_name(ckpt.stem, sample_cfg, what=interpolation_tag(interp_cfg), seed=False))
     session = InterpolationSession(ckpt, sample_cfg, interp_cfg, out, device=args.device, precision=args.precision)
     printer = EventPrinter()
     _run_with_ctrl_c(session, printer)
@@ -334,6 +333,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddpm_studio.services.evaluation import EvaluationSession, evaluation_sample_config
+    from ddpm_studio.services.outputs import evaluation_tag, output_name
     from ddpm_studio.services.runs import resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
@@ -342,8 +342,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(f"Inception weights: {download_inception_weights()}")
     sample_cfg = config_mod.update_section(evaluation_sample_config(), overrides_from(args).get("sample", {}), name="sample")
-    tag = f"{_sampler_tag(sample_cfg)}-n{sample_cfg.num_images}-seed{sample_cfg.sample_seed}"
-    out = _output_dir(args, ckpt, f"{ckpt.stem}-eval-{tag}")
+    out = _output_dir(args, ckpt, output_name(ckpt.stem, sample_cfg, what=evaluation_tag(sample_cfg)))
     session = EvaluationSession(ckpt, sample_cfg, out, fid=args.fid, reference_images=args.reference_images,
                                 device=args.device, precision=args.precision)
     printer = EventPrinter()
@@ -366,14 +365,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     runs = list_runs(args.runs_dir)
     print(f"Runs in {args.runs_dir or default_runs_dir()}:")
     for run in runs:
-        status = run.read_status()
-        state = "interrupted" if run.is_interrupted() else status.get("state", "?")
         found = run.checkpoints()
         newest = f"last checkpoint {found[-1].path.name}" if found else "no checkpoint"
         best = next((c for c in found if c.best), None)
         if best is not None:
             newest += f", best {best.path.name} (validation loss {best.val_loss:.4f})"
-        print(f"  {run.name:32s} {state:11s} step {status.get('step', 0):>8}  {newest}")
+        print(f"  {run.name:32s} {run.state():11s} step {run.read_status().get('step', 0):>8}  {newest}")
     if not runs:
         print("  (none yet)")
     return 0

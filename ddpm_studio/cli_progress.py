@@ -12,16 +12,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ddpm_studio.services import events as ev
-
-
-def format_duration(seconds: float) -> str:
-    """1:02:03 / 4:05 style, '--:--' when unknown."""
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return "--:--"
-    seconds = round(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from ddpm_studio.services.formatting import format_duration
 
 
 def bar(done: int, total: int, width: int = 24) -> str:

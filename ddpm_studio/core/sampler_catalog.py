@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddpm_studio.core.registry import lookup
+
 
 @dataclass(frozen=True)
 class SamplerInfo:
@@ -48,10 +50,7 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
 def sampler_info(name: str) -> SamplerInfo:
     """The facts of sampler ``name``; ValueError naming the choices when there is no such sampler."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"Unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}") from None
+    return lookup(SAMPLERS, name, "sampler")
 
 
 def uses_steps(name: str) -> bool:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GROUPS = 32  # GroupNorm groups, as in the paper
+from ddpm_studio.core.unet_config import GROUPS  # GroupNorm groups, as in the paper (the layout's rules need it too)
+
 NORM_EPS = 1e-6  # tf.contrib.layers.group_norm's epsilon, used by the paper's code
 
 

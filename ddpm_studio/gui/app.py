@@ -2,7 +2,7 @@
 
 ``create_app(exec_app=False)`` builds and shows the window and returns it (tests, benchmarks);
 ``main()`` runs the event loop. Nothing here imports torch: the window paints first, then a
-background warm-up loads it (see ``Studio.after_show``).
+background warm-up loads it (see ``Studio.after_show``; ``studio.py`` is the composition root).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from types import TracebackType
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
-from ddpm_studio.gui import background, dialogs
+from ddpm_studio.gui import dialogs
+from ddpm_studio.gui.preferences import Preferences, open_settings
 from ddpm_studio.gui.resources import APP_NAME, app_icon
-from ddpm_studio.gui.settings import AppSettings, open_settings
 from ddpm_studio.gui.studio import Studio
 
 log = logging.getLogger("ddpm_studio.gui")
@@ -89,11 +89,10 @@ def create_app(exec_app: bool = True, argv: list[str] | None = None, settings_pa
     app.setOrganizationName("ddpm-studio")
     app.setApplicationDisplayName(APP_NAME)
     app.setWindowIcon(app_icon())  # type: ignore[arg-type]
-    background.relay()
     logging.captureWarnings(True)
     if exec_app:
         sys.excepthook = _excepthook
-    studio = Studio(AppSettings(open_settings(settings_path)))
+    studio = Studio(Preferences(open_settings(settings_path)))
     app.aboutToQuit.connect(studio.shutdown)
     handle = AppHandle(app, studio)
     # Heavy work (torch) starts only once the window has painted, so the first paint never waits for it.

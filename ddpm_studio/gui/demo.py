@@ -3,7 +3,7 @@
 Launched as ``python -m ddpm_studio.gui --demo training`` (or with ``DDPM_STUDIO_GUI_DEMO``).
 ``DDPM_STUDIO_DEMO_RUN=<run folder>`` makes "training" continue that run (so the plot has history
 and the previews show shapes) and "generate" sample from its newest checkpoint; without it,
-"training" starts a fresh run on the demo dataset. Everything goes through the same controllers
+"training" starts a fresh run on the demo dataset. Everything goes through the same presenters
 a click would use.
 """
 
@@ -44,18 +44,18 @@ def run_demo(handle: Any, scenario: str) -> None:
         w.docks["settings"].raise_()
 
         def break_it() -> None:
-            editor = w.hparam_panel.field_editor("optim", "batch_size")
+            editor = w.settings_panel.field_editor("optim", "batch_size")
             editor.setText("0")
             editor.textEdited.emit("0")
             def reveal() -> None:
                 from PySide6.QtCore import QPoint
 
-                y = editor.mapTo(w.hparam_panel.body, QPoint(0, 0)).y()
-                w.hparam_panel.scroll.verticalScrollBar().setValue(y - 150)
+                y = editor.mapTo(w.settings_panel.body, QPoint(0, 0)).y()
+                w.settings_panel.scroll.verticalScrollBar().setValue(y - 150)
 
             QTimer.singleShot(500, reveal)
 
-        _when(lambda: studio.config.ok, break_it)
+        _when(lambda: studio.settings.ok, break_it)
         return
     if scenario == "training":
         w.tabs.setCurrentWidget(w.train_split)
@@ -63,8 +63,8 @@ def run_demo(handle: Any, scenario: str) -> None:
         w.docks["checkpoints"].raise_()
         if run:
             def continue_it() -> None:
-                cfg = studio.config.cfg
-                studio.config.set_config(dataclasses.replace(
+                cfg = studio.settings.cfg
+                studio.settings.set_config(dataclasses.replace(
                     cfg, schedule=dataclasses.replace(cfg.schedule, preview_every=20, preview_steps=25)))
                 studio.runs.continue_run(run)
 
@@ -74,8 +74,8 @@ def run_demo(handle: Any, scenario: str) -> None:
             from ddpm_studio.services import config as config_mod
 
             cfg = config_mod.from_dict({"schedule": {"preview_every": 20, "preview_steps": 25}})
-            studio.config.set_config(cfg)
-            _when(lambda: studio.config.ok, studio.start)
+            studio.settings.set_config(cfg)
+            _when(lambda: studio.settings.ok, studio.training.start)
         return
     if scenario == "generate":
         if not run:
@@ -87,9 +87,9 @@ def run_demo(handle: Any, scenario: str) -> None:
             from ddpm_studio.services.config import SampleConfig
 
             latest = studio.runs.current_run.latest_checkpoint()
-            studio.runs.load_into_generate(str(latest.path))
-            w.generate_panel.set_sample_config(SampleConfig(num_images=24, sample_batch_size=24, steps=50))
-            studio.generate()
+            studio.generate.add_model(str(latest.path))
+            studio.generate.set_sample_config(SampleConfig(num_images=24, sample_batch_size=24, steps=50))
+            studio.generate.generate()
 
         _when(lambda: studio.torch_ready, lambda: studio.runs.open_run(run))
         _when(lambda: studio.torch_ready and studio.runs.current_run is not None, generate)

@@ -1,33 +1,100 @@
-"""QThread-hosted workers that drive the services' event generators and talk to the GUI by signals.
+"""The app's one way to work off the GUI thread: a QObject worker in its own QThread, talking back by signals.
 
-Why this shape: the sessions are plain generators, so a worker only pulls events and forwards them.
-Per-step events are coalesced by time (at most one ``progress`` signal per ``interval`` seconds,
-lossless: every step's loss is in some batch), so the GUI's event queue never floods whatever the
-step rate. Rare events (previews, checkpoints, pause/resume, finish) flush the pending batch first,
-so the GUI sees everything in order. Pause/resume/stop never go through these objects: the GUI
-thread calls the shared RunControl directly, because this thread is busy inside ``run()``.
+- :class:`TrainWorker` drives a training session's event generator; per-step events are coalesced by time
+  (at most one ``progress`` signal per ``interval`` seconds, lossless: every step's loss is in some batch),
+  so the GUI's event queue never floods whatever the step rate. Rare events (previews, checkpoints,
+  pause/resume, finish) flush the pending batch first, so the GUI sees everything in order.
+- :class:`SampleWorker` drives a sampling, interpolation or evaluation session (latest progress + newest frame).
+- :class:`BackgroundTasks` runs short jobs (torch warm-up, folder scans, size estimates, reading a run).
+
+Errors never escape a worker: they arrive as a ``RunFailed`` event or a task's error callback. Pause / resume /
+stop and the session's requests (a model snapshot, keep-last) do not go through these objects: the GUI thread
+calls the shared RunControl or the session's thread-safe methods directly, because the worker's thread is busy.
+Every :class:`WorkerThread` is registered until it ends, so quitting can wait for all of them
+(:func:`wait_for_threads`): a QThread destroyed while running aborts the process.
 """
 
 from __future__ import annotations
 
-import copy
-import threading
+import atexit
+import dataclasses
+import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl, drive
 
+log = logging.getLogger("ddpm_studio.gui")
 PROGRESS_INTERVAL = 0.1  # seconds between progress signals (~10 Hz)
 
 
+class WorkerThread(QObject):
+    """One worker in its own QThread (moveToThread wiring); ``done`` fires on the GUI thread after the thread ends."""
+
+    done = Signal()
+
+    def __init__(self, worker: QObject, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(type(worker).__name__)
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.run)  # type: ignore[attr-defined]
+        # When run() ends the worker moves itself back to the GUI thread (where Python will delete it), then the
+        # thread quits. Direct: both run on the worker's thread at once; quit() must not wait for the GUI thread,
+        # which may be blocked in wait() (shutdown), or wait() would time out with the thread alive.
+        home = QCoreApplication.instance().thread()  # type: ignore[union-attr]
+        worker.finished.connect(lambda: worker.moveToThread(home), Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
+        worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
+        self.thread.finished.connect(self._ended)
+
+    def start(self) -> None:
+        _RUNNING.add(self)
+        self.thread.start()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def wait(self, ms: int) -> bool:
+        """Block until the thread ends (for shutdown only; the GUI otherwise waits for ``done``)."""
+        return self.thread.wait(ms)
+
+    def _ended(self) -> None:
+        _RUNNING.discard(self)
+        self.done.emit()
+
+
+_RUNNING: set[WorkerThread] = set()
+
+
+def running_threads() -> int:
+    """Worker threads started and not yet ended (tests, shutdown)."""
+    return sum(1 for t in list(_RUNNING) if t.is_running())
+
+
+def wait_for_threads(timeout: float = 30.0) -> bool:
+    """Wait for every worker thread to end (at quit); True when none is left running."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_RUNNING):
+        if thread.is_running():
+            thread.wait(max(0, int((deadline - time.monotonic()) * 1000)))
+    return running_threads() == 0
+
+
+@atexit.register
+def _wait_at_exit() -> None:
+    """A script that quits without the app's shutdown (tests, benchmarks) must not destroy a running QThread."""
+    if not wait_for_threads():
+        log.error("%d worker thread(s) still running at exit", running_threads())
+
+
+# -- training -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProgressBatch:
     """The steps of one coalescing window: arrays of step, loss and lr, the last TrainProgress, metric records."""
@@ -81,41 +148,24 @@ class Coalescer:
 
 
 class TrainWorker(QObject):
-    """Runs ``factory()`` (a TrainingSession, built in this thread so torch loads off the GUI thread)."""
+    """Runs ``factory()`` (a TrainingSession, built in this thread so torch loads off the GUI thread).
+
+    ``session`` is set once the factory returns (before the first event); the GUI uses only its thread-safe
+    public methods (``snapshot``, ``set_keep_last``).
+    """
 
     progress = Signal(object)  # ProgressBatch
     event = Signal(object)  # every other event, in order; RunFailed on errors
     finished = Signal()
 
-    def __init__(self, factory: Callable[[], Any], control: RunControl, interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(self, factory: Callable[[], Any], interval: float = PROGRESS_INTERVAL) -> None:
         super().__init__()
-        self._factory, self.control = factory, control
+        self._factory = factory
         self._coalescer = Coalescer(interval)
         self.session: Any = None
-        self._lock = threading.Lock()  # held while copying the model, so a resume waits for the copy
-        self._paused = False
-        self._done = False  # run() has returned: no step will come to serve a request
-        self._snapshot_requests: list[Future[Any]] = []
-        self._keep_last: int | None = None
+        self._run_dir: str | None = None  # from RunStarted: where a failed run's last good checkpoint is
+        self._step: int | None = None
 
-    # -- called from other threads ---------------------------------------------------------------
-    def request_snapshot(self) -> Future[Any]:
-        """A Future of a LoadedModel copy of the EMA weights, made between steps (or now, when paused)."""
-        fut: Future[Any] = Future()
-        with self._lock:
-            if (self._paused or self._done) and self.session is not None:
-                self._serve(fut)  # nothing is changing the model: copy it now
-            elif self._done:
-                fut.set_exception(RuntimeError("The run has ended before its model was built"))
-            else:
-                self._snapshot_requests.append(fut)
-        return fut
-
-    def set_keep_last(self, n: int) -> None:
-        """Change the run's keep-last-N; applied between steps (the session's config is frozen otherwise)."""
-        self._keep_last = n
-
-    # -- the thread -------------------------------------------------------------------------------
     @Slot()
     def run(self) -> None:
         try:
@@ -123,52 +173,25 @@ class TrainWorker(QObject):
             drive(self.session.steps(), self._sink)
         except Exception as exc:  # never let an exception escape a slot in a thread
             self._emit_all(self._coalescer.flush())
-            checkpoint = None
-            run = getattr(self.session, "run", None)
-            latest = run.latest_checkpoint() if run is not None else None
-            if latest is not None:
-                checkpoint = str(latest.path)
-            self.event.emit(ev.RunFailed.from_exception(exc, getattr(self.session, "step", None), checkpoint))
+            self.event.emit(ev.RunFailed.from_exception(exc, self._step, self._last_checkpoint()))
         finally:
             self._emit_all(self._coalescer.flush())
-            with self._lock:
-                # A request made from now on (the thread is still "running" until the GUI handles its end)
-                # is served at once by request_snapshot, never left waiting for a step that will not come.
-                self._done = True
-                pending, self._snapshot_requests = self._snapshot_requests, []
-                for fut in pending:
-                    self._serve(fut)
             self.finished.emit()
 
     def _sink(self, event: Any) -> None:
-        if self._snapshot_requests or self._keep_last is not None:
-            self._between_steps()
-        if isinstance(event, ev.RunPaused):
-            with self._lock:
-                self._paused = True
-        elif isinstance(event, ev.RunResumed):
-            with self._lock:  # waits for a snapshot being copied while paused
-                self._paused = False
+        if isinstance(event, ev.RunStarted):
+            self._run_dir, self._step = event.run_dir, event.step
+        elif isinstance(event, ev.TrainProgress):
+            self._step = event.step
         self._emit_all(self._coalescer.add(event))
 
-    def _between_steps(self) -> None:
-        """Work that must not race a training step: the session is suspended at a yield here."""
-        if self._keep_last is not None and self.session is not None and getattr(self.session, "cfg", None) is not None:
-            import dataclasses
+    def _last_checkpoint(self) -> str | None:
+        if self._run_dir is None:
+            return None
+        from ddpm_studio.services.runs import RunFolder
 
-            cfg = self.session.cfg
-            self.session.cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, keep_last=self._keep_last))
-            self._keep_last = None
-        with self._lock:
-            pending, self._snapshot_requests = self._snapshot_requests, []
-            for fut in pending:
-                self._serve(fut)
-
-    def _serve(self, fut: Future[Any]) -> None:
-        try:
-            fut.set_result(snapshot_model(self.session))
-        except Exception as exc:
-            fut.set_exception(exc)
+        latest = RunFolder(self._run_dir).latest_checkpoint()
+        return str(latest.path) if latest is not None else None
 
     def _emit_all(self, items: list[Any]) -> None:
         for item in items:
@@ -178,18 +201,7 @@ class TrainWorker(QObject):
                 self.event.emit(item)
 
 
-def snapshot_model(session: Any) -> Any:
-    """A LoadedModel holding a private copy of the session's EMA network (safe to sample while training goes on)."""
-    from ddpm_studio.services.sampling import LoadedModel
-
-    ema = getattr(session, "ema", None)
-    if ema is None:
-        raise RuntimeError("The run has no model yet (it is still loading images)")
-    model = copy.deepcopy(ema.model).eval().requires_grad_(False)
-    classes = tuple(getattr(session, "class_names", ()))  # a conditional run's live model needs its classes
-    return LoadedModel(model, session.cfg, session.schedule, int(session.step), Path(session.run.path), classes)
-
-
+# -- sampling -------------------------------------------------------------------------------------------
 class SampleWorker(QObject):
     """Runs ``factory()`` (a sampling, interpolation or evaluation session); progress is coalesced to the
     latest step plus the newest frame."""
@@ -231,36 +243,94 @@ class SampleWorker(QObject):
     def _flush(self) -> None:
         if self._pending is None:
             return
-        import dataclasses
-
         self.progress.emit(dataclasses.replace(self._pending, frame=self._frame))
         self._pending, self._frame = None, None
         self._last_emit = time.monotonic()
 
 
-class WorkerThread(QObject):
-    """One worker in its own QThread (moveToThread wiring); ``done`` fires on the GUI thread after the thread ends."""
+# -- short jobs -----------------------------------------------------------------------------------------
+class _JobWorker(QObject):
+    result = Signal(object, object)  # (value, None) or (None, exception)
+    finished = Signal()
 
-    done = Signal()
+    def __init__(self, job: Callable[[], Any]) -> None:
+        super().__init__()
+        self._job = job
 
-    def __init__(self, worker: QObject, parent: QObject | None = None) -> None:
+    @Slot()
+    def run(self) -> None:
+        try:
+            value = self._job()
+        except Exception as exc:
+            self.result.emit(None, exc)
+        else:
+            self.result.emit(value, None)
+        finally:
+            self.finished.emit()
+
+
+class _Job(QObject):
+    """Lives on the GUI thread: receives its worker's result (a queued signal) and calls back there. It has no Qt
+    parent and stays in ``_JOBS`` until its thread has ended, so nothing deletes it while its answer is on the way."""
+
+    def __init__(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None,
+                 on_error: Callable[[BaseException], None] | None, name: str) -> None:
+        super().__init__()
+        self.name, self._on_done, self._on_error = name, on_done, on_error
+        self.worker = _JobWorker(job)
+        self.worker.result.connect(self._deliver)
+        self.thread = WorkerThread(self.worker, self)
+        self.thread.thread.setObjectName(name)
+        self.thread.done.connect(self._ended)
+
+    @Slot(object, object)
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        try:
+            if error is None:
+                if self._on_done is not None:
+                    self._on_done(value)
+            elif self._on_error is not None:
+                self._on_error(error)
+            else:
+                log.error("Background job %s failed: %s", self.name, error, exc_info=error)
+        except RuntimeError as exc:  # the widget it was for is gone (the window closed meanwhile)
+            if "already deleted" not in str(exc):
+                raise
+
+    @Slot()
+    def _ended(self) -> None:
+        _JOBS.discard(self)  # its result was delivered before (both queued, in order): it may go now
+
+
+_JOBS: set[_Job] = set()
+
+
+class BackgroundTasks(QObject):
+    """Runs short jobs off the GUI thread, each on its own QThread; their result or error comes back as a call
+    on the GUI thread. Create it on the GUI thread."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.worker = worker
-        self.thread = QThread()
-        self.thread.setObjectName(type(worker).__name__)
-        worker.moveToThread(self.thread)
-        self.thread.started.connect(worker.run)  # type: ignore[attr-defined]
-        # Direct: quit() is thread-safe and must not wait for the GUI thread, which may be blocked in wait()
-        # (shutdown); a queued quit would then never run, and wait() would time out with the thread alive.
-        worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
-        self.thread.finished.connect(self.done)
+        self._jobs: set[_Job] = set()
 
-    def start(self) -> None:
-        self.thread.start()
+    def run(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
+            on_error: Callable[[BaseException], None] | None = None, name: str = "ddpm-job") -> None:
+        handle = _Job(job, on_done, on_error, name)
+        _JOBS.add(handle)
+        self._jobs.add(handle)
+        handle.thread.start()
 
-    def is_running(self) -> bool:
-        return self.thread.isRunning()
+    def running(self) -> int:
+        """This runner's jobs whose answer has not been fully delivered yet."""
+        self._jobs &= _JOBS
+        return len(self._jobs)
 
-    def wait(self, ms: int) -> bool:
-        """Block until the thread ends (for shutdown only; the GUI otherwise waits for ``done``)."""
-        return self.thread.wait(ms)
+
+def warm_up() -> dict[str, str]:
+    """Import torch and the services that need it, and pick the device; runs after the window shows."""
+    from ddpm_studio.core.device import choose_device
+    from ddpm_studio.services import sampling, training  # noqa: F401 - imported for their side effect (warm cache)
+
+    choice = choose_device()
+    return {"device": str(choice.device), "reason": choice.reason}
+

@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.choices import (
@@ -28,6 +27,8 @@ from ddpm_studio.core.choices import (
     SPACINGS,
     VARIANCES,
 )
+from ddpm_studio.core.sampler_catalog import uses_steps
+from ddpm_studio.core.unet_config import UNetConfig, preset_config
 
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
 MODEL_PRESETS = ("tiny", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
@@ -255,20 +256,30 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"Base channels must be a multiple of 32 (GroupNorm uses 32 groups) (got {m.base_channels})")
     if not errors:
         errors += model_errors(cfg)
-    if cfg.schedule.preview_sampler != "ddpm" and cfg.schedule.preview_steps > cfg.diffusion.timesteps:
+    if uses_steps(cfg.schedule.preview_sampler) and cfg.schedule.preview_steps > cfg.diffusion.timesteps:
         errors.append(f"Preview sampler steps ({cfg.schedule.preview_steps}) cannot exceed timesteps T ({cfg.diffusion.timesteps})")
     return errors
 
 
 def model_errors(cfg: RunConfig) -> list[str]:
-    """Checks that need the resolved U-Net layout (e.g. image size divisible by the down-sampling)."""
-    from ddpm_studio.services.model_factory import unet_config  # local: avoids importing torch models at config import
-
+    """Checks that need the resolved U-Net layout (e.g. image size divisible by the down-sampling); no torch needed."""
     try:
         unet_config(cfg)
     except ValueError as exc:
         return [str(exc)]
     return []
+
+
+def unet_config(cfg: RunConfig) -> UNetConfig:
+    """The U-Net layout ``cfg`` asks for: its model preset at the data's size and channels, with any overrides.
+
+    Raises ValueError when the layout cannot be built (e.g. 4 levels need an image size divisible by 8).
+    """
+    m = cfg.model
+    overrides: dict[str, Any] = {
+        f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "preset" and getattr(m, f.name) is not None
+    }
+    return preset_config(m.preset, image_size=cfg.data.image_size, in_channels=cfg.data.channels, **overrides)
 
 
 def check(cfg: RunConfig) -> RunConfig:

@@ -22,6 +22,7 @@ from ddpm_studio.core.atomic import atomic_write
 from ddpm_studio.core.demo_data import DEMO_SHAPES
 from ddpm_studio.core.demo_score import demo_score
 from ddpm_studio.core.fid import NOT_COMPARABLE, FeaturesUnavailable, InceptionFeatures, fid_from_features, kid_from_features
+from ddpm_studio.core.sampler_catalog import uses_steps
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.conditioning import sample_labels
 from ddpm_studio.services.control import RunControl
@@ -45,7 +46,7 @@ def evaluation_sample_config(**overrides: Any) -> config_mod.SampleConfig:
 
 
 def _report_lines(report: dict[str, Any]) -> tuple[str, ...]:
-    steps = "" if report["sampler"] == "ddpm" else f" {report['steps']} steps"
+    steps = f" {report['steps']} steps" if uses_steps(report["sampler"]) else ""
     lines = [f"Evaluated step {report['step']} with {report['num_images']} images ({report['sampler']}{steps}, "
              f"{report['sampling_seconds']:.1f} s of sampling)"]
     demo = report.get("demo")

@@ -20,7 +20,7 @@ class Status:
 
 @dataclass(frozen=True)
 class RunStarted:
-    """Training is about to take its first step."""
+    """Training is about to take its first step; the facts about the run a front end shows."""
 
     run_dir: str
     step: int
@@ -36,6 +36,8 @@ class RunStarted:
     world_size: int = 1  # training processes (torchrun); 1 = a single process
     batch_per_device: int = 0
     grad_accum: int = 1
+    class_names: tuple[str, ...] = ()  # the model's classes; empty = unconditional
+    precision: str = ""  # "float32", "bf16 autocast", "fp16 autocast"
 
 
 @dataclass(frozen=True)

@@ -5,24 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from ddpm_studio.services.config import RunConfig, unet_config
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
     from ddpm_studio.core.schedules import NoiseSchedule
-    from ddpm_studio.core.unet import UNetConfig
-    from ddpm_studio.services.config import RunConfig
-
-
-def unet_config(cfg: RunConfig) -> UNetConfig:
-    """The preset named in ``cfg.model`` at the data's size and channels, with any overrides."""
-    from ddpm_studio.core.unet import preset_config
-
-    m = cfg.model
-    overrides: dict[str, Any] = {
-        f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "preset" and getattr(m, f.name) is not None
-    }
-    return preset_config(m.preset, image_size=cfg.data.image_size, in_channels=cfg.data.channels, **overrides)
 
 
 def build_model(cfg: RunConfig, num_classes: int = 0) -> nn.Module:

@@ -208,6 +208,11 @@ class RunFolder:
         status = self.read_status()
         return status.get("state") == "running" and not pid_alive(status.get("pid"))
 
+    def state(self) -> str:
+        """The run's state in one word, as the CLI and the app show it: run.json's (running, paused, completed,
+        stopped, failed), "interrupted" when it says running but its process is gone, "?" when unknown."""
+        return "interrupted" if self.is_interrupted() else str(self.read_status().get("state", "?"))
+
 
 def _lowest(scores: dict[int, float]) -> int | None:
     """The step with the lowest score (the earlier one on a tie), or None."""

@@ -16,14 +16,16 @@ global batch, with the model in DistributedDataParallel; rank 0 alone writes the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,6 +57,9 @@ from ddpm_studio.services.model_factory import build_model, build_schedule, para
 from ddpm_studio.services.preview import Previewer
 from ddpm_studio.services.runs import RunFolder, default_run_name, plan_continue
 from ddpm_studio.services.training_log import TrainingLog
+
+if TYPE_CHECKING:
+    from ddpm_studio.services.sampling import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +244,7 @@ class TrainingSession:
             num_images=len(self.data), effective_batch=cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum,
             resumed_from=str(self.resume_from) if ckpt is not None else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
+            class_names=tuple(self.class_names), precision=self.device.precision_name,
         )
 
     def _status(self, **fields: Any) -> None:
@@ -413,13 +419,52 @@ class TrainingSession:
             self._cadence.spent(self.clock() - t0, self._active(), preview=False)
         return value if math.isfinite(value) else None
 
+    # ------------------------------------------------------------------ requests from other threads
+    def snapshot(self) -> Future[LoadedModel]:
+        """A Future of a sampling-ready copy of the EMA model (its own weights: training goes on).
+
+        Thread-safe. The copy is made on the thread running :meth:`steps`, between two steps or while paused,
+        so it never races an update; once the run has ended it is made on the calling thread.
+        """
+        return self.control.submit(self._ema_copy)
+
+    def set_keep_last(self, n: int) -> None:
+        """Keep only the newest ``n`` checkpoints from the next save on (thread-safe; recorded in later checkpoints)."""
+        if n < 1:
+            raise ValueError(f"Keep last N checkpoints must be at least 1 (got {n})")
+        self.control.submit(lambda: self._apply_keep_last(n))
+
+    def _ema_copy(self) -> LoadedModel:
+        from ddpm_studio.services.sampling import LoadedModel
+
+        if getattr(self, "ema", None) is None or self.run is None or self.cfg is None:
+            raise RuntimeError("The run has no model yet (it is still loading images)")
+        model = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
+        return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names))
+
+    def _apply_keep_last(self, n: int) -> None:
+        if self.cfg is not None:
+            self.cfg = dataclasses.replace(self.cfg, schedule=dataclasses.replace(self.cfg.schedule, keep_last=n))
+        if self.checkpointer is not None:
+            self.checkpointer.keep_last = n
+
+    def _serving_requests(self, events: Generator[Any, None, None]) -> Iterator[Any]:
+        """``events``, running the requests of :meth:`snapshot` / :meth:`set_keep_last` after each one: the
+        loop is then suspended between two steps, so nothing races the weights or the checkpoint policy."""
+        try:
+            for event in events:
+                yield event
+                self.control.run_pending()
+        finally:
+            events.close()
+
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[Any]:
         """Yield events until the run completes, is stopped, or fails (then the exception propagates)."""
         finished = False
         try:
             yield from self._setup()
-            yield from self._loop()
+            yield from self._serving_requests(self._loop())
             finished = True
         except GeneratorExit:
             raise
@@ -445,6 +490,7 @@ class TrainingSession:
             if hasattr(self, "training_log"):
                 self.training_log.close()
             self.dist.close()
+            self.control.close()  # requests still pending are served now; later ones on their caller's thread
 
     def _loop(self) -> Iterator[Any]:
         """Train to ``total_steps``, serving pause / resume / stop and the sample-now / checkpoint-now requests

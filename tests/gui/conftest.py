@@ -28,11 +28,11 @@ TINY = {
 
 @pytest.fixture(autouse=True, scope="session")
 def _join_background_jobs() -> Any:
-    """Leave no background job inside torch when the interpreter exits (that aborts the process)."""
+    """Leave no worker thread running when the interpreter exits (a QThread destroyed while running aborts it)."""
     yield
-    from ddpm_studio.gui import background
+    from ddpm_studio.gui.workers import wait_for_threads
 
-    background.wait_for_jobs(30)
+    wait_for_threads(30)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -101,11 +101,11 @@ def app_handle(qtbot: Any, dialogs: Dialogs, isolated: Path) -> Any:
     studio.shutdown()
     if handle.window.isVisible():
         handle.window.close()
-    qtbot.waitUntil(lambda: not studio.training.is_running() and not studio.sampling.is_running(), timeout=60_000)
+    qtbot.waitUntil(lambda: not studio.training.is_running() and not studio.generate.is_running(), timeout=60_000)
     handle.window.deleteLater()
-    from ddpm_studio.gui import background
+    from ddpm_studio.gui.workers import wait_for_threads
 
-    background.wait_for_jobs(30)
+    wait_for_threads(30)
     import logging
 
     logging.captureWarnings(False)

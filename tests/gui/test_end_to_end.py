@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from ddpm_studio.gui.state import RunState
+from ddpm_studio.gui.presenters.run_state import RunState
 from ddpm_studio.services.config import SampleConfig
 from tests.gui.conftest import tiny_config, write_pngs
 
@@ -26,16 +26,16 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     assert w.dataset_panel.summary.usable == 40
     assert "40 usable images" in w.dataset_panel.status.text()
     assert any("notes.txt" in w.dataset_panel.skipped.item(i).text() for i in range(w.dataset_panel.skipped.count()))
-    assert studio.config.cfg.data.source == "folder" and studio.config.cfg.data.data_path == str(folder)
+    assert studio.settings.cfg.data.source == "folder" and studio.settings.cfg.data.data_path == str(folder)
 
     # Tiny-model settings (the form itself is exercised in test_validation.py).
-    studio.config.set_config(tiny_config(data={"source": "folder", "data_path": str(folder)}))
+    studio.settings.set_config(tiny_config(data={"source": "folder", "data_path": str(folder)}))
     qtbot.waitUntil(lambda: controls.action("start").isEnabled(), timeout=LONG)
 
     # Start: at least one plotted loss point and one trajectory preview.
     controls.action("start").trigger()
     assert not controls.action("start").isEnabled()
-    assert w.hparam_panel.body.isEnabled() is False  # read-only while a run is active
+    assert w.settings_panel.body.isEnabled() is False  # read-only while a run is active
     qtbot.waitUntil(lambda: studio.training.state is RunState.RUNNING, timeout=LONG)
     qtbot.waitUntil(lambda: w.loss_plot.points >= 3 and w.trajectory.preview_count >= 1, timeout=LONG)
     qtbot.waitUntil(lambda: w.loss_plot.curves["raw"].getData()[0] is not None, timeout=LONG)
@@ -53,7 +53,7 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     points = w.loss_plot.points
     qtbot.wait(700)  # a paused run must not move, however long we look
     assert studio.training.step == paused_step
-    assert studio.training.worker.session.step == paused_step
+    assert studio.training._worker.session.step == paused_step  # the session itself, not only what it reported
     assert w.loss_plot.points == points
 
     # Resume: it advances again.
@@ -64,11 +64,11 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     # Stop: a checkpoint exists and the thread has ended.
     controls.action("stop").trigger()
     qtbot.waitUntil(lambda: studio.training.state is RunState.FINISHED and not studio.training.is_running(), timeout=LONG)
-    run_dir = Path(studio.training.run_dir)
+    run_dir = Path(studio.training.run.run_dir)
     checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     assert checkpoints, "Stop must leave a checkpoint"
     assert w.checkpoints_panel.table.rowCount() == len(checkpoints)
-    assert w.hparam_panel.body.isEnabled()
+    assert w.settings_panel.body.isEnabled()
     assert str(run_dir).startswith(str(tmp_path))  # DDPM_STUDIO_RUNS_DIR is honoured
 
     # Generate K images from the newest checkpoint, through the Checkpoints panel's "Load into Generate".
@@ -79,7 +79,7 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     k = 4
     w.generate_panel.set_sample_config(SampleConfig(num_images=k, sample_batch_size=k, steps=5))
     w.generate_panel.generate_button.click()
-    qtbot.waitUntil(lambda: studio.sampling.result is not None and not studio.sampling.is_running(), timeout=LONG)
+    qtbot.waitUntil(lambda: studio.generate.result is not None and not studio.generate.is_running(), timeout=LONG)
     assert w.generate_panel.results.count() == k
     assert w.generate_panel.generate_button.isEnabled()
 
@@ -110,7 +110,7 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     w.runs_panel.buttons["continue"].click()
     qtbot.waitUntil(lambda: studio.training.state is RunState.RUNNING, timeout=LONG)
     qtbot.waitUntil(lambda: studio.training.step > stopped_at, timeout=LONG)
-    assert Path(studio.training.run_dir) == run_dir  # continued in its own folder
+    assert Path(studio.training.run.run_dir) == run_dir  # continued in its own folder
     controls.action("stop").trigger()
     qtbot.waitUntil(lambda: not studio.training.is_running(), timeout=LONG)
     assert not [e for e in dialogs_errors() if e[0] != "Checkpoint not saved"]
@@ -124,24 +124,24 @@ def dialogs_errors() -> list[tuple[str, str]]:
 
 def test_close_during_training_stops_with_checkpoint(app_handle, dialogs, qtbot) -> None:
     studio, w = app_handle.studio, app_handle.window
-    studio.config.set_config(tiny_config(data={"source": "demo"}))
+    studio.settings.set_config(tiny_config(data={"source": "demo"}))
     qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
     w.run_controls.action("start").trigger()
     qtbot.waitUntil(lambda: studio.training.step >= 3, timeout=LONG)
-    thread = studio.training.thread.thread
+    thread = studio.training._thread.thread
     dialogs.answers = [0]  # "Stop and quit"
     w.close()
     assert dialogs.asked == ["Training is running"]
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=LONG)
     assert not thread.isRunning()
     assert not studio.training.is_running()
-    run_dir = Path(studio.training.run_dir)
+    run_dir = Path(studio.training.run.run_dir)
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
 
 
 def test_keyboard_shortcut_pauses(app_handle, dialogs, qtbot) -> None:
     studio, w = app_handle.studio, app_handle.window
-    studio.config.set_config(tiny_config(data={"source": "demo"}, schedule={"preview_every": 0}))
+    studio.settings.set_config(tiny_config(data={"source": "demo"}, schedule={"preview_every": 0}))
     qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
     w.activateWindow()
     qtbot.keyClick(w, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
@@ -160,7 +160,7 @@ def test_run_failure_shows_message_and_app_stays_usable(app_handle, dialogs, qtb
 
     studio, w = app_handle.studio, app_handle.window
     folder = write_pngs(tmp_path / "vanishing", 10)
-    studio.config.set_config(tiny_config(data={"source": "folder", "data_path": str(folder)}))
+    studio.settings.set_config(tiny_config(data={"source": "folder", "data_path": str(folder)}))
     qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
     for png in folder.glob("*.png"):  # the folder loses its images between the check and the start
         png.unlink()
@@ -168,17 +168,17 @@ def test_run_failure_shows_message_and_app_stays_usable(app_handle, dialogs, qtb
     qtbot.waitUntil(lambda: studio.training.state is RunState.FAILED and not studio.training.is_running(), timeout=LONG)
     title, text = dialogs_errors()[-1]
     assert title == "Training stopped" and "No images found" in text
-    assert w.hparam_panel.body.isEnabled()  # usable again: settings editable, Start possible with valid data
+    assert w.settings_panel.body.isEnabled()  # usable again: settings editable, Start possible with valid data
     shutil.rmtree(folder)
     w.dataset_panel.source.setCurrentIndex(w.dataset_panel.source.findData("demo"))
     qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
 
 
 def test_generate_from_live_model_while_training(app_handle, dialogs, qtbot) -> None:
-    from ddpm_studio.gui.widgets.generate_panel import LIVE
+    from ddpm_studio.gui.presenters.generate import LIVE
 
     studio, w = app_handle.studio, app_handle.window
-    studio.config.set_config(tiny_config(data={"source": "demo"}, schedule={"preview_every": 0}))
+    studio.settings.set_config(tiny_config(data={"source": "demo"}, schedule={"preview_every": 0}))
     qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
     w.run_controls.action("start").trigger()
     qtbot.waitUntil(lambda: studio.training.state is RunState.RUNNING and studio.training.step >= 2, timeout=LONG)
@@ -186,9 +186,30 @@ def test_generate_from_live_model_while_training(app_handle, dialogs, qtbot) -> 
     w.generate_panel.source.setCurrentIndex(w.generate_panel.source.findData(LIVE))
     w.generate_panel.set_sample_config(SampleConfig(num_images=3, sample_batch_size=3, steps=4))
     w.generate_panel.generate_button.click()
-    qtbot.waitUntil(lambda: studio.sampling.result is not None and not studio.sampling.is_running(), timeout=LONG)
+    qtbot.waitUntil(lambda: studio.generate.result is not None and not studio.generate.is_running(), timeout=LONG)
     assert w.generate_panel.results.count() == 3
     assert studio.training.state is RunState.RUNNING  # training went on meanwhile
-    assert "/samples/live-" in studio.sampling.result.paths[0]
+    assert "/samples/live-" in studio.generate.result.paths[0]
     w.run_controls.action("stop").trigger()
     qtbot.waitUntil(lambda: not studio.training.is_running(), timeout=LONG)
+
+
+def test_keep_last_changed_during_a_run_is_followed(app_handle, dialogs, qtbot) -> None:
+    """The Checkpoints panel's box during a run: the next save keeps only that many (main's app replaced the
+    session's config, which the checkpoint policy never read again: all five stayed)."""
+    studio, w = app_handle.studio, app_handle.window
+    studio.settings.set_config(tiny_config(data={"source": "demo"},
+                                           schedule={"preview_every": 0, "checkpoint_every": 1, "keep_last": 5}))
+    qtbot.waitUntil(lambda: w.run_controls.action("start").isEnabled(), timeout=LONG)
+    w.run_controls.action("start").trigger()
+    qtbot.waitUntil(lambda: w.checkpoints_panel.table.rowCount() == 5, timeout=LONG)
+    w.checkpoints_panel.keep_last.setValue(2)
+    saved_at = studio.training.step
+    qtbot.waitUntil(lambda: w.checkpoints_panel.rows and w.checkpoints_panel.rows[0].step > saved_at + 1, timeout=LONG)
+    assert w.checkpoints_panel.table.rowCount() == 2
+    run = Path(studio.training.run.run_dir)
+    assert len(list((run / "checkpoints").glob("step_*.pt"))) == 2
+    w.run_controls.action("stop").trigger()
+    qtbot.waitUntil(lambda: not studio.training.is_running(), timeout=LONG)
+    assert len(list((run / "checkpoints").glob("step_*.pt"))) == 2
+    assert studio.settings.cfg.schedule.keep_last == 5  # the locked settings are the run's; the run kept the new value

@@ -33,7 +33,7 @@ def checkpoints(tmp_path_factory: Any) -> dict[str, Path]:
 
 
 def choose(studio: Any, path: Path) -> None:
-    studio.runs.load_into_generate(str(path))
+    studio.generate.add_model(str(path))
     assert studio.w.generate_panel.source_value() == str(path)
 
 
@@ -59,18 +59,6 @@ def test_class_field_lists_a_conditional_models_classes_and_is_off_for_unconditi
     assert classes.count() == 4 and classes.currentText() == "square"
 
 
-def test_live_model_copy_keeps_the_runs_classes() -> None:
-    from types import SimpleNamespace
-
-    import torch
-
-    from ddpm_studio.gui.workers import snapshot_model
-
-    session = SimpleNamespace(ema=SimpleNamespace(model=torch.nn.Linear(1, 1)), cfg=None, schedule=None, step=3,
-                              run=SimpleNamespace(path="/tmp/run"), class_names=("a", "b"))
-    assert snapshot_model(session).class_names == ("a", "b")
-
-
 def test_interpolate_shows_a_strip_of_frames_that_saves(app_handle, dialogs, qtbot, checkpoints, tmp_path: Path) -> None:
     studio, panel = app_handle.studio, app_handle.window.generate_panel
     assert panel.interpolate_box.interp_config() == (InterpolationConfig(), [])  # the defaults are shown
@@ -80,8 +68,8 @@ def test_interpolate_shows_a_strip_of_frames_that_saves(app_handle, dialogs, qtb
     panel.interpolate_box.set_interp_config(InterpolationConfig(seed_from=2, seed_to=7, frames=frames))
     panel.interpolate_box.button.click()
     assert panel.cancel_button.isEnabled() and not panel.evaluate_box.button.isEnabled()
-    qtbot.waitUntil(lambda: studio.sampling.result is not None and not studio.sampling.is_running(), timeout=WAIT)
-    result = studio.sampling.result
+    qtbot.waitUntil(lambda: studio.generate.result is not None and not studio.generate.is_running(), timeout=WAIT)
+    result = studio.generate.result
     assert result.images.shape[0] == frames and panel.results.count() == frames
     strip = Path(result.grid_path)
     assert strip.name == "interp_seed2-7.png" and Image.open(strip).size[0] > frames * 16
@@ -104,8 +92,8 @@ def test_interpolate_shows_a_strip_of_frames_that_saves(app_handle, dialogs, qtb
     # A random sampler cannot interpolate: the session's message is shown, and nothing is made.
     panel.set_sample_config(SampleConfig(sampler="ddpm"))
     panel.interpolate_box.button.click()
-    qtbot.waitUntil(lambda: not studio.sampling.is_running(), timeout=WAIT)
-    assert studio.sampling.result is None
+    qtbot.waitUntil(lambda: not studio.generate.is_running(), timeout=WAIT)
+    assert studio.generate.result is None
     title, text = dialogs_errors()[-1]
     assert title == "Interpolation failed" and "deterministic sampler" in text
     assert "deterministic sampler" in panel.error_label.text()
@@ -119,15 +107,34 @@ def test_evaluate_shows_the_demo_score_and_the_report(app_handle, qtbot, checkpo
     choose(studio, checkpoints["plain"])
     panel.evaluate_box.images.setValue(4)
     panel.evaluate_box.button.click()
-    qtbot.waitUntil(lambda: studio.sampling.report is not None and not studio.sampling.is_running(), timeout=WAIT)
+    qtbot.waitUntil(lambda: studio.generate.report is not None and not studio.generate.is_running(), timeout=WAIT)
     text = panel.report.toPlainText()
     assert panel.report.isVisible()
     assert "Evaluated step 1 with 4 images (dpm++2m-sde 20 steps" in text
     assert "Demo shape score:" in text and "FID/KID skipped" in text
-    report_path = Path(studio.sampling.report.path)
+    report_path = Path(studio.generate.report.path)
     assert f"Report written to {report_path}" in text
     assert json.loads(report_path.read_text())["num_images"] == 4
     assert panel.generate_button.isEnabled() and panel.evaluate_box.button.isEnabled()
+
+
+def test_steps_is_off_for_ddpm_and_progress_says_what_runs(app_handle, qtbot, checkpoints, monkeypatch) -> None:
+    """DDPM always takes all T steps: the Steps field says so instead of being ignored (it showed Steps 50 and then
+    ran "step 219 / 1,000"), and the progress names the steps that really run."""
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    choose(studio, checkpoints["plain"])
+    panel.set_sample_config(SampleConfig(num_images=1, sample_batch_size=1, steps=7))
+    sampler, steps = panel.form.editors["sampler"], panel.form.editors["steps"]
+    sampler.setCurrentIndex(sampler.findText("ddpm"))  # as the user picks it
+    assert not steps.isEnabled() and "always takes all T steps" in steps.toolTip()
+    shown: list[str] = []
+    real = panel.show_progress
+    monkeypatch.setattr(panel, "show_progress", lambda text, *rest: (shown.append(text), real(text, *rest)))
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: studio.generate.result is not None and not studio.generate.is_running(), timeout=WAIT)
+    assert shown and shown[-1].startswith("ddpm, 50 steps · step 50 / 50")  # the tiny runs have T = 50, not Steps = 7
+    sampler.setCurrentIndex(sampler.findText("ddim"))
+    assert steps.isEnabled() and "always takes" not in steps.toolTip()
 
 
 def test_evaluate_can_be_cancelled(app_handle, qtbot, checkpoints) -> None:
@@ -137,8 +144,8 @@ def test_evaluate_can_be_cancelled(app_handle, qtbot, checkpoints) -> None:
     panel.evaluate_box.button.click()
     qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=WAIT)
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: not studio.sampling.is_running(), timeout=WAIT)
-    assert studio.sampling.report is None and panel.progress.format() == "Cancelled"
+    qtbot.waitUntil(lambda: not studio.generate.is_running(), timeout=WAIT)
+    assert studio.generate.report is None and panel.progress.format() == "Cancelled"
     assert not panel.report.isVisible() and panel.evaluate_box.button.isEnabled()
 
 

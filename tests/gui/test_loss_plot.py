@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ddpm_studio.gui.widgets.loss_plot import GrowingBuffer, LossPlot, Smoother
+from ddpm_studio.gui.views.loss_plot import GrowingBuffer, LossPlot, Smoother
 from ddpm_studio.gui.workers import ProgressBatch
 
 
@@ -62,7 +62,6 @@ def test_plot_collects_curves_and_guards_nan(qtbot) -> None:
     plot.redraw()
     x, _y = plot.curves["raw"].getData()
     assert list(x) == [1, 2, 4, 5]
-    assert plot.loss_near(3) == 0.9 and plot.last_loss() == 0.6
 
 
 def test_redraw_is_throttled_to_the_timer(qtbot) -> None:

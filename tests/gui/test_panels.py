@@ -18,13 +18,13 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     w = app_handle.window
     start = w.run_controls.action("start")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)  # the demo dataset and defaults are valid
-    editor = w.hparam_panel.field_editor("optim", "batch_size")
+    editor = w.settings_panel.field_editor("optim", "batch_size")
     editor.selectAll()
     qtbot.keyClicks(editor, "0")
     assert not start.isEnabled()
     reason = w.run_controls.reason
     assert reason.isVisible() and "Batch size must be between 1 and 4096" in reason.text()
-    assert "Batch size" in w.hparam_panel.error_label.text() and w.hparam_panel.error_label.isVisible()
+    assert "Batch size" in w.settings_panel.error_label.text() and w.settings_panel.error_label.isVisible()
     assert editor.styleSheet()  # the field itself is marked
     editor.selectAll()
     qtbot.keyClicks(editor, "abc")
@@ -33,16 +33,16 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     qtbot.keyClicks(editor, "16")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
     assert not reason.isVisible()
-    assert app_handle.studio.config.cfg.optim.batch_size == 16
+    assert app_handle.studio.settings.cfg.optim.batch_size == 16
 
     # A check that needs the U-Net layout (runs off the GUI thread): base channels must be a multiple of 32.
-    base = w.hparam_panel.field_editor("model", "base_channels")
+    base = w.settings_panel.field_editor("model", "base_channels")
     qtbot.keyClicks(base, "48")
     qtbot.waitUntil(lambda: not start.isEnabled() and "multiple of 32" in reason.text(), timeout=WAIT)
     base.clear()
     qtbot.keyClicks(base, "64")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
-    qtbot.waitUntil(lambda: "M parameters" in w.hparam_panel.estimate_label.text(), timeout=WAIT)  # comes second
+    qtbot.waitUntil(lambda: "M parameters" in w.settings_panel.estimate_label.text(), timeout=WAIT)  # comes second
 
 
 def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) 
     junk.mkdir()
     (junk / "a.txt").write_text("x")
     (junk / "b.png").write_bytes(b"not really a png")
-    w.dataset_panel.set_folder(str(junk))
+    w.dataset_panel.folderChosen.emit(str(junk))  # as typing the path does
     qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.root == str(junk), timeout=WAIT)
     assert w.dataset_panel.skipped.count() >= 1
     # Back to the demo set: Start is possible again.
@@ -73,7 +73,7 @@ def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) 
 def test_folder_scan_thumbnails_and_recent(app_handle, dialogs, qtbot, tmp_path: Path) -> None:
     w = app_handle.window
     folder = write_pngs(tmp_path / "imgs", 30, size=40)
-    w.dataset_panel.set_folder(str(folder))
+    w.dataset_panel.folderChosen.emit(str(folder))
     qtbot.waitUntil(lambda: w.dataset_panel.summary is not None, timeout=WAIT)
     assert "30 usable images" in w.dataset_panel.status.text()
     assert "40×40" in w.dataset_panel.stats.text() and "RGB" in w.dataset_panel.stats.text()
@@ -81,16 +81,16 @@ def test_folder_scan_thumbnails_and_recent(app_handle, dialogs, qtbot, tmp_path:
     assert model.rowCount() == 30
     model.data(model.index(0), Qt.ItemDataRole.DecorationRole)  # as the view does for visible rows
     qtbot.waitUntil(lambda: model.loads >= 1, timeout=WAIT)
-    assert str(folder) in app_handle.studio.settings.recent_folders()
+    assert str(folder) in app_handle.studio.prefs.recent_folders()
     assert w.dataset_panel.recent_menu.actions()
 
 
 def test_presets_and_config_files(app_handle, dialogs, qtbot, tmp_path: Path) -> None:
     studio, w = app_handle.studio, app_handle.window
-    panel = w.hparam_panel
+    panel = w.settings_panel
     index = panel.preset_combo.findText("Quick pipeline check (tiny model, ~1 min)")
     panel.preset_combo.activated.emit(index)
-    assert studio.config.cfg.model.preset == "tiny" and studio.config.cfg.data.image_size == 16
+    assert studio.settings.cfg.model.preset == "tiny" and studio.settings.cfg.data.image_size == 16
     assert w.dataset_panel.data_values()["image_size"] == 16  # the two editors stay in sync
     # Tooltips explain each field (from the metadata).
     assert "AdamW learning rate" in panel.field_editor("optim", "lr").toolTip()
@@ -98,10 +98,10 @@ def test_presets_and_config_files(app_handle, dialogs, qtbot, tmp_path: Path) ->
     panel.save_button.click()
     text = (tmp_path / "run.toml").read_text()
     assert 'preset = "tiny"' in text
-    studio.config.set_config(c.RunConfig())
+    studio.settings.set_config(c.RunConfig())
     dialogs.open_file = str(tmp_path / "run.toml")
     panel.load_button.click()
-    assert studio.config.cfg.model.preset == "tiny"
+    assert studio.settings.cfg.model.preset == "tiny"
     assert panel.field_editor("model", "preset").currentText() == "tiny"
 
 
@@ -109,15 +109,15 @@ def test_settings_persist_between_launches(qtbot, dialogs, isolated: Path) -> No
     from ddpm_studio.gui.app import create_app
 
     first = create_app(exec_app=False, settings_path=str(isolated / "settings.ini"))
-    first.studio.config.set_config(c.from_dict({"optim": {"batch_size": 12}, "data": {"image_size": 48}}))
+    first.studio.settings.set_config(c.from_dict({"optim": {"batch_size": 12}, "data": {"image_size": 48}}))
     first.window.docks["log"].close()  # a layout change
     first.window.close()
     first.window.deleteLater()
     second = create_app(exec_app=False, settings_path=str(isolated / "settings.ini"))
     try:
-        assert second.studio.config.cfg.optim.batch_size == 12
+        assert second.studio.settings.cfg.optim.batch_size == 12
         assert second.window.dataset_panel.data_values()["image_size"] == 48
-        assert second.studio.settings.get_bytes("window/geometry") is not None  # (offscreen clamps it to its screen)
+        assert second.studio.prefs.get_bytes("window/geometry") is not None  # (offscreen clamps it to its screen)
         assert second.window.docks["log"].isHidden() and not second.window.docks["runs"].isHidden()
     finally:
         second.window.close()
@@ -169,7 +169,7 @@ def test_drop_a_folder_or_a_file_on_the_dataset_panel(app_handle, qtbot, tmp_pat
 
 def test_error_events_show_messages_and_keep_the_app_usable(app_handle, dialogs, qtbot) -> None:
     from ddpm_studio.gui import dialogs as dlg
-    from ddpm_studio.gui.state import RunState
+    from ddpm_studio.gui.presenters.run_state import RunState
     from ddpm_studio.services import events as ev
 
     training = app_handle.studio.training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddpm_studio.gui.widgets import trajectory_view as tv
+from ddpm_studio.gui.views import trajectory_viewer as tv
 from ddpm_studio.services.events import PreviewReady
 
 
@@ -25,7 +25,7 @@ def test_grid_rows_are_samples_and_columns_timesteps() -> None:
 
 
 def test_modes_slider_play_and_history(qtbot) -> None:
-    view = tv.TrajectoryView()
+    view = tv.TrajectoryViewer()
     qtbot.addWidget(view)
     view.resize(800, 300)
     view.show()

@@ -1,4 +1,5 @@
-"""Workers with fake sessions: coalescing, order, pause/resume/stop through RunControl, errors as signals."""
+"""Workers with fake sessions: coalescing, order, pause/resume/stop through RunControl, errors as signals;
+short background jobs answering on the GUI thread."""
 
 from __future__ import annotations
 
@@ -11,42 +12,7 @@ import numpy as np
 from ddpm_studio.gui.workers import Coalescer, ProgressBatch, SampleWorker, TrainWorker, WorkerThread
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl
-
-
-def progress(step: int, total: int = 10_000) -> ev.TrainProgress:
-    return ev.TrainProgress(step, total, 1.0 / step, 1e-4, 100.0, 1.0, 0.1)
-
-
-class FakeSession:
-    """Yields like TrainingSession: RunStarted, progress per step, pause/resume honoured between steps."""
-
-    def __init__(self, control: RunControl, steps: int = 2000, fail_at: int | None = None, gate: threading.Event | None = None):
-        self.control, self.total, self.fail_at, self.gate = control, steps, fail_at, gate
-        self.step = 0
-        self.closed = False
-
-    def steps(self) -> Iterator[Any]:
-        try:
-            yield ev.RunStarted("/tmp/x", 0, self.total, "cpu", "test", 1, "fake", 1, 1)
-            while self.step < self.total:
-                if self.control.paused and not self.control.stop_requested:
-                    yield ev.RunPaused(self.step)
-                    self.control.wait_resumed()
-                    if not self.control.stop_requested:
-                        yield ev.RunResumed(self.step)
-                if self.control.stop_requested:
-                    break
-                if self.gate is not None:
-                    self.gate.wait()
-                self.step += 1
-                if self.step == self.fail_at:
-                    raise RuntimeError("out of memory (simulated)")
-                yield progress(self.step, self.total)
-                if self.step % 100 == 0:
-                    yield ev.MetricsLogged({"step": self.step, "loss": 0.5})
-            yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)
-        finally:
-            self.closed = True
+from tests.gui.fakes import FakeTrainingSession, progress
 
 
 def test_coalescer_batches_by_time_and_flushes_before_rare_events() -> None:
@@ -80,8 +46,8 @@ def run_worker(qtbot: Any, worker: Any) -> tuple[WorkerThread, list[Any], list[A
 
 def test_train_worker_coalesces_and_loses_nothing(qtbot) -> None:
     control = RunControl()
-    session = FakeSession(control, steps=3000)
-    worker = TrainWorker(lambda: session, control, interval=0.05)
+    session = FakeTrainingSession(control, steps=3000)
+    worker = TrainWorker(lambda: session, interval=0.05)
     thread, batches, events = run_worker(qtbot, worker)
     with qtbot.waitSignal(thread.done, timeout=30_000):
         thread.start()
@@ -97,8 +63,8 @@ def test_train_worker_coalesces_and_loses_nothing(qtbot) -> None:
 
 def test_train_worker_pause_resume_stop(qtbot) -> None:
     control = RunControl()
-    session = FakeSession(control, steps=10**9)
-    worker = TrainWorker(lambda: session, control)
+    session = FakeTrainingSession(control, steps=10**9)
+    worker = TrainWorker(lambda: session)
     thread, batches, events = run_worker(qtbot, worker)
     thread.start()
     qtbot.waitUntil(lambda: len(batches) >= 2, timeout=10_000)
@@ -120,7 +86,7 @@ def test_train_worker_pause_resume_stop(qtbot) -> None:
 
 def test_train_worker_reports_failure_as_event(qtbot) -> None:
     control = RunControl()
-    worker = TrainWorker(lambda: FakeSession(control, steps=100, fail_at=7), control)
+    worker = TrainWorker(lambda: FakeTrainingSession(control, steps=100, fail_at=7))
     thread, batches, events = run_worker(qtbot, worker)
     with qtbot.waitSignal(thread.done, timeout=10_000):
         thread.start()
@@ -134,34 +100,11 @@ def test_train_worker_factory_error_is_reported(qtbot) -> None:
     def factory() -> Any:
         raise ValueError("Choose a data folder")
 
-    control = RunControl()
-    worker = TrainWorker(factory, control)
+    worker = TrainWorker(factory)
     thread, _batches, events = run_worker(qtbot, worker)
     with qtbot.waitSignal(thread.done, timeout=10_000):
         thread.start()
     assert isinstance(events[-1], ev.RunFailed) and events[-1].message == "Choose a data folder"
-
-
-def test_snapshot_is_served_between_steps_and_while_paused(qtbot, monkeypatch) -> None:
-    from ddpm_studio.gui import workers
-
-    monkeypatch.setattr(workers, "snapshot_model", lambda session: ("copy at", session.step))
-    control = RunControl()
-    gate = threading.Event()
-    gate.set()
-    session = FakeSession(control, steps=10**9, gate=gate)
-    worker = TrainWorker(lambda: session, control)
-    thread, batches, _events = run_worker(qtbot, worker)
-    thread.start()
-    qtbot.waitUntil(lambda: len(batches) >= 1, timeout=10_000)
-    fut = worker.request_snapshot()
-    assert fut.result(timeout=10)[0] == "copy at"
-    with qtbot.waitSignal(worker.event, check_params_cb=lambda e: isinstance(e, ev.RunPaused), timeout=10_000):
-        control.pause()
-    fut = worker.request_snapshot()  # paused: served at once, from this thread
-    assert fut.done() and fut.result()[1] == session.step
-    with qtbot.waitSignal(thread.done, timeout=10_000):
-        control.stop()
 
 
 def test_sample_worker_keeps_latest_progress_and_frame(qtbot) -> None:
@@ -185,3 +128,19 @@ def test_sample_worker_keeps_latest_progress_and_frame(qtbot) -> None:
     assert got[0].done == 1 and got[-1].done == 500 and len(got) <= 3
     assert any(p.frame is not None for p in got)
     assert isinstance(events[-1], ev.SamplesReady)
+
+
+def test_background_jobs_answer_on_the_gui_thread_and_errors_come_back_as_calls(qtbot) -> None:
+    from ddpm_studio.gui.workers import BackgroundTasks
+
+    tasks = BackgroundTasks()
+    gui_thread = threading.get_ident()
+    got: list[Any] = []
+    tasks.run(lambda: threading.get_ident(), lambda worker_thread: got.append(("done", worker_thread, threading.get_ident())))
+    tasks.run(lambda: 1 / 0, lambda _v: got.append("not this"), lambda exc: got.append(("error", type(exc).__name__,
+                                                                                          threading.get_ident())))
+    qtbot.waitUntil(lambda: len(got) == 2, timeout=10_000)
+    done = next(g for g in got if g[0] == "done")
+    assert done[1] != gui_thread and done[2] == gui_thread  # ran off the GUI thread, answered on it
+    assert ("error", "ZeroDivisionError", gui_thread) in got
+    qtbot.waitUntil(lambda: tasks.running() == 0, timeout=10_000)

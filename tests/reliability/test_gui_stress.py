@@ -2,7 +2,7 @@
 a few hundred times on the real window training a tiny model, with random pauses between clicks.
 
 Some clicks go through the toolbar actions (disabled ones do nothing, as for a user); others call the
-controllers directly, as a double click or a keyboard shortcut racing a state change would. After every
+presenters directly, as a double click or a keyboard shortcut racing a state change would. After every
 action: the buttons match the state machine, at most one training and one sampling thread run, no action
 blocks the event loop, and no unexpected error dialog or exception in a slot appeared. Every few dozen
 actions, and at the end, everything is stopped and must wind down (a deadlock fails the wait), every
@@ -75,23 +75,24 @@ def _alive(qthread: Any) -> bool:
 
 
 def _check_buttons(studio: Any) -> None:
-    from ddpm_studio.gui.state import buttons_for
+    from ddpm_studio.gui.presenters.run_state import buttons_for
 
     tc = studio.training
     controls = studio.w.run_controls
-    assert controls.state is tc.state
-    expected = buttons_for(tc.state, tc._can_start and tc.thread is None)
-    for name in ("start", "pause", "resume", "stop"):
+    assert controls.state_label.text() == tc.state.label
+    ended = not tc.is_running()
+    expected = buttons_for(tc.state, tc.verdict.ok and ended, ended)
+    for name in ("start", "pause", "resume", "stop", "continue"):
         assert controls.action(name).isEnabled() == expected[name], (name, tc.state)
     if tc.state.active:
-        assert tc.thread is not None, f"{tc.state} without a worker thread"
+        assert tc.is_running(), f"{tc.state} without a worker thread"
 
 
 def _settle(qtbot: Any, studio: Any, tracker: Tracker) -> None:
     """Stop everything and wait for it to end: a deadlock fails here."""
     studio.training.stop()
-    studio.sampling.cancel()
-    qtbot.waitUntil(lambda: not studio.training.is_running() and not studio.sampling.is_running(), timeout=SETTLE_MS)
+    studio.generate.cancel()
+    qtbot.waitUntil(lambda: not studio.training.is_running() and not studio.generate.is_running(), timeout=SETTLE_MS)
     qtbot.waitUntil(lambda: tracker.running("TrainWorker") == 0 and tracker.running("SampleWorker") == 0, timeout=SETTLE_MS)
     assert not studio.training.state.active
 
@@ -107,10 +108,10 @@ def _new_window(qtbot: Any, isolated_dir: Path) -> Any:
 def _configure(qtbot: Any, studio: Any) -> None:
     from ddpm_studio.services.config import SampleConfig
 
-    studio.config.set_config(tiny_config(
+    studio.settings.set_config(tiny_config(
         data={"source": "demo"}, optim={"total_steps": 40},
         schedule={"preview_every": 5, "checkpoint_every": 10, "keep_last": 2, "log_every": 2}))
-    studio.w.generate_panel.set_sample_config(SampleConfig(num_images=2, sample_batch_size=2, steps=3))
+    studio.generate.set_sample_config(SampleConfig(num_images=2, sample_batch_size=2, steps=3))
     qtbot.waitUntil(lambda: studio.w.run_controls.action("start").isEnabled(), timeout=60_000)
 
 
@@ -118,7 +119,7 @@ def test_random_clicks_never_deadlock_crash_or_leak_threads(app_handle, dialogs,
                                                             monkeypatch: pytest.MonkeyPatch, qtlog) -> None:
     from ddpm_studio.core.checkpoint import load_checkpoint
     from ddpm_studio.gui import dialogs as dlg
-    from ddpm_studio.gui.widgets.generate_panel import LIVE
+    from ddpm_studio.gui.presenters.generate import LIVE
     from ddpm_studio.services.runs import list_runs
 
     rng = random.Random(SEED)
@@ -137,7 +138,7 @@ def test_random_clicks_never_deadlock_crash_or_leak_threads(app_handle, dialogs,
         if action == "start":
             w.run_controls.action("start").trigger()
         elif action == "start_direct":
-            studio.start()
+            tc.start()
         elif action in ("pause", "resume", "stop"):
             w.run_controls.action(action).trigger()
         elif action == "toggle_pause":
@@ -158,7 +159,7 @@ def test_random_clicks_never_deadlock_crash_or_leak_threads(app_handle, dialogs,
                     done["generate_live"] += 1
             panel.generate_button.click()
         elif action == "cancel_generate":
-            studio.sampling.cancel()
+            studio.generate.cancel()
         elif action == "close":
             answer = rng.choice([0, 1])  # "Stop and quit" / "Keep training"
             dialogs.answers = [answer]

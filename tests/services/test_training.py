@@ -129,6 +129,74 @@ def test_pause_blocks_until_resume(tmp_path, tiny_cfg):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_keep_last_changed_during_a_run_is_followed_by_retention(tmp_path, tiny_cfg):
+    """The app's "Keep the last N" box changes retention mid-run: the next save keeps only N, and the new N is
+    what later checkpoints record (so a resumed run keeps it). Before set_keep_last the app replaced session.cfg,
+    which the checkpoint policy never read again."""
+    import threading
+
+    session = TrainingSession(tiny_cfg(optim={"total_steps": 9}, schedule={"checkpoint_every": 1, "keep_last": 5}),
+                              runs_dir=tmp_path, run_name="keep")
+    kept_after: dict[int, int] = {}
+    changed = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, ev.CheckpointSaved):
+            kept_after[e.step] = len(RunFolder(tmp_path / "keep").checkpoints())
+            if e.step == 4:
+                # From another thread, as the app does: applied between steps, before the next save.
+                threading.Thread(target=lambda: (session.set_keep_last(2), changed.set())).start()
+                assert changed.wait(5)
+
+    collect(session, on_event)
+    assert kept_after[4] == 4  # keep_last = 5 so far
+    assert kept_after[5] == 2 and kept_after[9] == 2  # the next save already kept only the newest 2
+    assert [c.step for c in RunFolder(tmp_path / "keep").checkpoints()] == [8, 9]
+    saved = load_checkpoint(RunFolder(tmp_path / "keep").checkpoint_path(9))
+    assert saved["config"]["schedule"]["keep_last"] == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        session.set_keep_last(0)
+
+
+def test_snapshot_is_a_private_copy_made_between_steps_or_while_paused(tmp_path, tiny_cfg):
+    import threading
+    import time
+
+    control = RunControl()
+    session = TrainingSession(tiny_cfg(optim={"total_steps": 50}, data={"conditional": True}), runs_dir=tmp_path,
+                              run_name="snap", control=control)
+    started: list[ev.RunStarted] = []
+    copies = {}
+
+    def on_event(e):
+        if isinstance(e, ev.RunStarted):
+            started.append(e)
+        if isinstance(e, ev.TrainProgress) and e.step == 3:
+            copies["running"] = session.snapshot()  # served after this event, before step 4
+        if isinstance(e, ev.TrainProgress) and e.step == 6:
+            control.pause()
+
+    th = threading.Thread(target=collect, args=(session, on_event))
+    th.start()
+    deadline = time.time() + 60
+    while not (control.paused and "running" in copies and copies["running"].done()) and time.time() < deadline:
+        time.sleep(0.05)
+    running = copies["running"].result(timeout=5)
+    assert running.step == 3 and running.class_names == started[0].class_names == ("circle", "square", "triangle")
+    assert not any(p.requires_grad for p in running.model.parameters()) and not running.model.training
+    time.sleep(0.3)
+    paused = session.snapshot().result(timeout=10)  # the run is paused: served from inside its wait
+    assert paused.step == 6 and control.paused and th.is_alive()
+    weights = {k: v.clone() for k, v in paused.model.state_dict().items()}
+    control.resume()
+    th.join(60)
+    assert not th.is_alive()
+    assert all(torch.equal(weights[k], v) for k, v in paused.model.state_dict().items())  # training did not touch it
+    assert started[0].precision in ("float32", "bf16 autocast") and started[0].parameters > 0
+    ended = session.snapshot()  # after the end: made at once, on this thread
+    assert ended.done() and ended.result().step == 50
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
     from ddpm_studio.core import objectives
 

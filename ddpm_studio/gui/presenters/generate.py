@@ -1,0 +1,346 @@
+"""The generate presenter: the Generate panel's model choice, sampling, interpolation, evaluation and saving.
+
+The models offered are the live run's (from the training presenter), the current run's checkpoints (from the
+runs presenter) and files the user browsed to. A job is a session from the services (sampling, interpolation
+or evaluation) run on a SampleWorker thread, built there so torch loads off the GUI thread; one at a time,
+sharing the panel's progress bar and Cancel. A live model's copy is asked for on that thread too. Results stay
+here so the panel's Save buttons can write them where the user asks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from ddpm_studio.gui.presenters.messages import LiveModel
+from ddpm_studio.gui.presenters.sampler_text import sampling_progress, steps_reason
+from ddpm_studio.gui.views.protocols import DialogService, GenerateView
+from ddpm_studio.gui.workers import SampleWorker, WorkerThread
+from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import events as ev
+from ddpm_studio.services import outputs
+from ddpm_studio.services.control import RunControl
+
+log = logging.getLogger("ddpm_studio.gui")
+
+LIVE = "live"  # the model choice that stands for the running run's model
+SAVES = ("selected", "all", "grid", "gif")
+FAILED_TITLES = {"generate": "Generation failed", "interpolate": "Interpolation failed", "evaluate": "Evaluation failed"}
+SNAPSHOT_TIMEOUT = 600.0
+
+
+def new_session(kind: str, model: Any, sample: config_mod.SampleConfig, out_dir: Path, control: RunControl,
+                extra: Any = None) -> Any:
+    """The services session for a job (imports torch: called on the worker thread)."""
+    if kind == "interpolate":
+        from ddpm_studio.services.interpolation import InterpolationSession
+
+        return InterpolationSession(model, sample, extra, out_dir, control=control)
+    if kind == "evaluate":
+        from ddpm_studio.services.evaluation import EvaluationSession
+
+        return EvaluationSession(model, sample, out_dir, fid="auto", reference_images=1000, control=control)
+    from ddpm_studio.services.sampling import SamplingSession
+
+    return SamplingSession(model, sample, out_dir, control=control, save_trajectory=True)
+
+
+def wait_for(snapshot: concurrent.futures.Future[Any], control: RunControl, timeout: float = SNAPSHOT_TIMEOUT) -> Any:
+    """The live model's copy, waiting for the training thread's next step; Cancel (or quitting) stops the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return snapshot.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            if control.stop_requested:
+                raise RuntimeError("Cancelled while waiting for the live model") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError("The training run did not hand over its live model in time") from None
+
+
+class GeneratePresenter(QObject):
+    """Runs one sampling job at a time; offers the models; saves the results where the user asks."""
+
+    revealRequested = Signal()  # show the Generate panel (a model was chosen elsewhere, a job started)
+
+    def __init__(self, view: GenerateView, dialogs: DialogService, prefs: Any, tasks: Any, *,
+                 session_factory: Callable[..., Any] = new_session) -> None:
+        super().__init__()
+        self.view, self.dialogs, self.prefs, self.tasks = view, dialogs, prefs, tasks
+        self._session_factory = session_factory
+        self.live: LiveModel | None = None
+        self.run_dir: str | None = None  # the current run (its checkpoints are offered)
+        self.run_checkpoints: list[tuple[int, str]] = []
+        self.browsed: list[str] = []
+        self.kind = "generate"
+        self.job_sample: config_mod.SampleConfig | None = None
+        self.result: ev.SamplesReady | None = None
+        self.report: ev.EvaluationReady | None = None
+        self._control: RunControl | None = None
+        self._thread: WorkerThread | None = None
+        self._torch_ready = False
+        self._classes: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._reading: set[str] = set()
+        self._requests: dict[str, Callable[[], Any]] = {
+            "generate": self.generate, "interpolate": self.interpolate, "evaluate": self.evaluate, "cancel": self.cancel,
+            "browse": self.browse, **{f"save_{what}": lambda w=what: self.save(w) for what in SAVES}}
+        view.requested.connect(lambda action: self._requests[action]())
+        view.sourceChanged.connect(lambda _value: self.refresh_classes())
+        view.settingsChanged.connect(self._sync_fields)
+        self._show_sources()
+
+    # -- the models offered ------------------------------------------------------------------------------
+    def set_live_model(self, live: LiveModel | None) -> None:
+        self.live = live
+        self._show_sources()
+
+    def set_run_checkpoints(self, run_dir: str | None, checkpoints: list[tuple[int, str]]) -> None:
+        self.run_dir, self.run_checkpoints = run_dir, list(checkpoints)
+        self._show_sources()
+
+    def add_model(self, path: str) -> None:
+        """Offer ``path`` (a checkpoint or run folder) and choose it; shows the Generate panel."""
+        if path not in self.browsed and path not in {p for _, p in self.run_checkpoints}:
+            self.browsed.insert(0, path)
+        self._show_sources(select=path)
+        self.revealRequested.emit()
+
+    def browse(self) -> None:
+        path = self.dialogs.choose_open_file("Choose a checkpoint", str(self.prefs.runs_dir()),
+                                             "Checkpoints (*.pt);;All files (*)")
+        if path:
+            self.add_model(path)
+
+    def _show_sources(self, select: str | None = None) -> None:
+        sources: list[tuple[str, str]] = []
+        live_here = self.live is not None and self.run_dir is not None and Path(self.live.run_dir) == Path(self.run_dir)
+        if live_here:
+            sources.append((f"Live model ({Path(self.run_dir).name}, EMA weights now)", LIVE))  # type: ignore[arg-type]
+        if self.run_dir is not None:
+            name = Path(self.run_dir).name
+            sources += [(f"{name} · step {step:,}", path) for step, path in reversed(self.run_checkpoints)]
+        known = {v for _, v in sources}
+        for p in self.browsed:
+            if p not in known:
+                sources.append((Path(p).name if Path(p).is_file() else f"{Path(p).name} (newest)", p))
+        self.view.set_sources(sources, select)
+
+    # -- the chosen model's classes -----------------------------------------------------------------------
+    def torch_ready(self) -> None:
+        self._torch_ready = True
+        self.refresh_classes()
+
+    def refresh_classes(self) -> None:
+        """Show the chosen model's classes in the Class field (unknown until read; disabled if unconditional)."""
+        source = self.view.source_value()
+        if not source:
+            self.view.set_model_classes(None)
+            return
+        if source == LIVE:
+            self.view.set_model_classes(self.live.class_names if self.live is not None else None)
+            return
+        key = (source, _mtime(source))
+        if key in self._classes:
+            self.view.set_model_classes(self._classes[key])
+            return
+        self.view.set_model_classes(None)
+        if not self._torch_ready or source in self._reading:
+            return  # called again once torch is loaded; a read in flight calls again when done
+
+        def read() -> tuple[str, ...]:
+            from ddpm_studio.services.sampling import checkpoint_class_names
+
+            return checkpoint_class_names(source)
+
+        def done(names: tuple[str, ...]) -> None:
+            self._reading.discard(source)
+            self._classes[key] = names
+            if self.view.source_value() == source:
+                self.refresh_classes()
+
+        def failed(exc: BaseException) -> None:  # stays "unknown"; generating from it will say what is wrong
+            self._reading.discard(source)
+            log.debug("Cannot read the classes of %s: %s", source, exc)
+
+        self._reading.add(source)
+        self.tasks.run(read, done, failed, name="ddpm-model-classes")
+
+    # -- settings -----------------------------------------------------------------------------------------
+    def set_sample_config(self, cfg: config_mod.SampleConfig) -> None:
+        self.view.set_sample_config(cfg)
+        self._sync_fields()
+
+    def _sync_fields(self) -> None:
+        """Fields that do not apply are off, saying why (Steps for a sampler that always takes T steps)."""
+        cfg, _errors = self.view.sample_config()
+        reason = steps_reason(cfg.sampler)
+        self.view.set_steps_enabled(not reason, reason)
+
+    # -- jobs ---------------------------------------------------------------------------------------------
+    def generate(self) -> bool:
+        job = self._prepare()
+        if job is None:
+            return False
+        cfg, source = job
+        return self._start("generate", cfg, source, self._output_dir(source, cfg))
+
+    def interpolate(self) -> bool:
+        interp, errors = self.view.interp_config()
+        if errors:
+            return False
+        job = self._prepare()
+        if job is None:
+            return False
+        cfg, source = job
+        out = self._output_dir(source, cfg, what=outputs.interpolation_tag(interp), seed=False)
+        return self._start("interpolate", cfg, source, out, interp)
+
+    def evaluate(self) -> bool:
+        job = self._prepare()
+        if job is None:
+            return False
+        cfg, source = job
+        # The evaluation protocol's sampler (fixed, so scores compare between checkpoints); class, guidance, EMA,
+        # batch and seed from the form.
+        overrides = {"num_images": self.view.evaluation_images(), "class_label": cfg.class_label,
+                     "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema,
+                     "sample_batch_size": cfg.sample_batch_size, "sample_seed": cfg.sample_seed}
+        sample = dataclasses.replace(config_mod.SampleConfig(), **{**config_mod.EVALUATION_SAMPLE_DEFAULTS, **overrides})
+        return self._start("evaluate", sample, source, self._output_dir(source, sample, what=outputs.evaluation_tag(sample)))
+
+    def _prepare(self) -> tuple[config_mod.SampleConfig, str] | None:
+        """The settings and the chosen model; None (having said why) when a job cannot start."""
+        cfg, errors = self.view.sample_config()
+        if errors or self.is_running():
+            return None
+        source = self.view.source_value()
+        if not source:
+            self.dialogs.show_error("No model", "Train a model first, or Browse… for a checkpoint or run folder.")
+            return None
+        if source == LIVE and self.live is None:
+            self.dialogs.show_error("No live model", "The run is still loading its images, or has ended; "
+                                    "choose one of its checkpoints instead.")
+            return None
+        self.prefs.save_sample_config(cfg)
+        return cfg, source
+
+    def _output_dir(self, source: str, cfg: config_mod.SampleConfig, what: str = "", seed: bool = True) -> Path:
+        """Where a job's files go: the model's run's samples/ folder, in a folder named after what is made."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if source == LIVE and self.live is not None:
+            return Path(self.live.run_dir) / "samples" / outputs.output_name("live", cfg, what=what, stamp=stamp, seed=seed)
+        path = Path(source)
+        base = outputs.samples_dir_for(path, self.prefs.runs_dir() / "samples")
+        return base / outputs.output_name("" if path.is_dir() else path.stem, cfg, what=what, stamp=stamp, seed=seed)
+
+    def _start(self, kind: str, sample: config_mod.SampleConfig, source: str, out_dir: Path, extra: Any = None) -> bool:
+        self._control = control = RunControl()
+        self.kind, self.job_sample, self.result, self.report = kind, sample, None, None
+        live, make = (self.live if source == LIVE else None), self._session_factory
+
+        def factory() -> Any:  # on the worker thread: the live model's copy is asked for (and waited for) here
+            model = source if live is None else wait_for(live.snapshot(), control)
+            return make(kind, model, sample, out_dir, control, extra)
+
+        worker = SampleWorker(factory, control)
+        worker.progress.connect(self._on_progress)
+        worker.event.connect(self._on_event)
+        self._thread = WorkerThread(worker, self)
+        self._thread.done.connect(self._on_done)
+        self.view.set_busy(True)
+        self.view.set_message("Loading the model…")
+        self.revealRequested.emit()
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        if self._control is not None and self._thread is not None:
+            self._control.stop()
+            self.view.set_message("Cancelling…")
+
+    def is_running(self) -> bool:
+        """True from the click until the GUI thread has handled the worker thread's end."""
+        return self._thread is not None
+
+    def shutdown(self, timeout_ms: int = 60_000) -> bool:
+        self.cancel()
+        if self._thread is not None and self._thread.is_running():
+            return self._thread.wait(timeout_ms)
+        return True
+
+    # -- worker events (GUI thread) ------------------------------------------------------------------
+    def _on_progress(self, p: ev.SamplingProgress) -> None:
+        sampler = self.job_sample.sampler if self.job_sample is not None else "?"
+        self.view.show_progress(sampling_progress(sampler, p.done, p.total, p.batch, p.batches, p.eta_seconds),
+                                p.done, p.total, p.frame)
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, ev.Status):
+            self.view.set_message(event.message)
+        elif isinstance(event, ev.SamplesReady):
+            self.result = event
+            if self.kind == "interpolate":
+                self.view.show_strip(event.images, event.grid_path, int(event.extra.get("frames", len(event.images))))
+                log.info("Interpolation strip of %d images: %s", len(event.images), event.grid_path)
+            else:
+                self.view.show_results(event.images, event.paths, event.trajectory_path is not None)
+                log.info("Generated %d images in %s", len(event.images), Path(event.paths[0]).parent if event.paths else "?")
+        elif isinstance(event, ev.EvaluationReady):
+            self.report = event
+            self.view.show_report(event.lines, event.path, event.report.get("grid"))
+            for line in event.lines:
+                log.info("%s", line)
+        elif isinstance(event, ev.RunFailed):
+            title = FAILED_TITLES[self.kind]
+            self.view.show_failure(title, event.message)
+            self.dialogs.show_error(title, event.message, event.detail)
+
+    def _on_done(self) -> None:
+        cancelled = self._control is not None and self._control.stop_requested
+        self._thread = None
+        self.view.set_busy(False)
+        if cancelled:
+            self.view.set_message("Cancelled")
+
+    # -- saving ---------------------------------------------------------------------------------------
+    def save(self, what: str) -> Any:
+        """Save the result: ``selected`` / ``all`` images into a folder, the ``grid`` or the ``gif`` into a file."""
+        result = self.result
+        if result is None:
+            return None
+        if what in ("selected", "all"):
+            indices = self.view.selected_indices() if what == "selected" else None
+            folder = self.dialogs.choose_directory("Save images to folder", self.prefs.get_str("generate/save_dir"))
+            if not folder:
+                return None
+            self.prefs.set("generate/save_dir", folder)
+            return self._guarded("Cannot save images", lambda: outputs.save_images(result, indices, folder))
+        if what == "grid":
+            path = self.dialogs.choose_save_file("Save grid image", "samples_grid.png", "PNG images (*.png)")
+            indices = self.view.selected_indices() or None
+            return self._guarded("Cannot save the grid", lambda: outputs.save_grid(result, path, indices)) if path else None
+        path = self.dialogs.choose_save_file("Save trajectory GIF", "trajectory.gif", "GIF animations (*.gif)")
+        return self._guarded("Cannot save the GIF", lambda: outputs.save_gif(result, path)) if path else None
+
+    def _guarded(self, title: str, action: Callable[[], Any]) -> Any:
+        try:
+            result = action()
+        except OSError as exc:
+            self.dialogs.show_error(title, f"{exc.filename or ''}: {exc.strerror or exc}")
+            return None
+        log.info("Saved %s", result if not isinstance(result, list) else f"{len(result)} file(s)")
+        return result
+
+
+def _mtime(path: str) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0

@@ -1,0 +1,145 @@
+"""The Generate panel's model-dependent and extra controls: the class choice, the interpolation between
+two seeds, and the evaluation against the training set.
+
+Why apart from generate_panel.py: each is a small self-contained view with its own signal, and the
+panel only places them. No torch here: the class list arrives from a background read of the checkpoint.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QPushButton, QSpinBox, QVBoxLayout, QWidget
+
+from ddpm_studio.core.sampler_catalog import SAMPLERS, sampler_info
+from ddpm_studio.gui.views.config_form import ConfigForm
+from ddpm_studio.services import config as config_mod
+
+ALL_LABEL = "all (one row per class)"
+#: Tooltip of the class and guidance fields when the chosen model has no classes.
+UNCONDITIONAL_TIP = ("This model was trained without classes (unconditional), so there is no class to choose "
+                     "and nothing for classifier-free guidance to do. Train with Class-conditional on to use them.")
+CLASS_TIP = ("Class-conditional models: all (one row per class), or one of the model's classes.\n"
+             "The list comes from the chosen checkpoint.")
+EVALUATION_IMAGES = int(config_mod.EVALUATION_SAMPLE_DEFAULTS["num_images"])
+
+
+class ClassChoice(QComboBox):
+    """The Class setting as a list of the chosen model's classes (plus "all").
+
+    ``set_classes``: None = not known yet (no model, or it is still being read): the last choice is kept;
+    () = an unconditional model: disabled, with a tooltip saying why; else the model's class names.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("field_class_label")
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(8)
+        self.classes: tuple[str, ...] | None = None
+        self._wanted = "all"
+        self.currentIndexChanged.connect(self._remember)
+        self.set_classes(None)
+
+    def set_classes(self, classes: tuple[str, ...] | None) -> None:
+        self.classes = None if classes is None else tuple(classes)
+        wanted = self._wanted
+        self.blockSignals(True)
+        self.clear()
+        self.addItem(ALL_LABEL, "all")
+        for name in classes or ():
+            self.addItem(name, name)
+        self._select(wanted)
+        self.blockSignals(False)
+        self.setEnabled(classes != ())
+        self.setToolTip(UNCONDITIONAL_TIP if classes == () else CLASS_TIP)
+
+    def value(self) -> str:
+        data = self.currentData()
+        return data if isinstance(data, str) else "all"
+
+    def set_value(self, value: str) -> None:
+        """Show ``value`` (a class name, a number or all) without emitting a change."""
+        self._wanted = str(value).strip() or "all"
+        self.blockSignals(True)
+        self._select(self._wanted)
+        self.blockSignals(False)
+
+    def _select(self, wanted: str) -> None:
+        index = self.findData(wanted, flags=Qt.MatchFlag.MatchFixedString)  # case-insensitive
+        if index < 0 and self.classes and wanted.isdigit() and int(wanted) < len(self.classes):
+            index = int(wanted) + 1  # "2" = the third class, as on the command line
+        if index < 0 and self.classes is None and wanted.lower() not in ("all", "-1", ""):
+            self.addItem(wanted, wanted)  # kept until the model's classes are known
+            index = self.count() - 1
+        self.setCurrentIndex(max(0, index))
+
+    def _remember(self) -> None:
+        self._wanted = self.value()
+
+
+class ActionBox(QGroupBox):
+    """A titled box: a few settings above a button that acts with them (``requested`` when pressed)."""
+
+    requested = Signal()
+
+    def __init__(self, title: str, key: str, action: str, tip: str, parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self.setObjectName(f"{key}_box")
+        self.column = QVBoxLayout(self)
+        self.column.setContentsMargins(4, 4, 4, 4)
+        self.button = QPushButton(action)
+        self.button.setObjectName(f"{key}_button")
+        self.button.setToolTip(tip)
+        self.button.clicked.connect(self.requested)
+        self.column.addWidget(self.button)
+
+    def add_above_button(self, widget: QWidget) -> None:
+        self.column.insertWidget(self.column.count() - 1, widget)
+
+
+def deterministic_samplers() -> str:
+    """The samplers that can interpolate, in words, from the catalog."""
+    return ", ".join(info.label for info in SAMPLERS.values() if info.deterministic)
+
+
+class InterpolateBox(ActionBox):
+    """From seed, to seed and frames (InterpolationConfig's form) and the Interpolate button."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Interpolate between two seeds", "interpolate", "Interpolate",
+                         "Decode a row of images whose noise slides from one seed to the other, with the sampler above "
+                         f"(it must be deterministic: {deterministic_samplers()}; DDIM with η = 0)", parent)
+        self.form = ConfigForm(config_mod.InterpolationConfig)
+        self.form.set_section(config_mod.InterpolationConfig())
+        self.add_above_button(self.form)
+
+    def interp_config(self) -> tuple[config_mod.InterpolationConfig, list[str]]:
+        cfg, errors = self.form.read(config_mod.InterpolationConfig())
+        self.form.mark_errors(errors)
+        return cfg, errors
+
+    def set_interp_config(self, cfg: config_mod.InterpolationConfig) -> None:
+        self.form.set_section(cfg)
+
+
+class EvaluateBox(ActionBox):
+    """The number of images to score and the Evaluate button."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        sampler = sampler_info(config_mod.EVALUATION_SAMPLE_DEFAULTS["sampler"])
+        steps = f", {config_mod.EVALUATION_SAMPLE_DEFAULTS['steps']} steps" if sampler.uses_steps else ""
+        super().__init__("Evaluate against the training set", "evaluate", "Evaluate",
+                         f"Generate the images with {sampler.label}{steps} and the class, guidance and EMA choice "
+                         "above, then compare them with the training images: the demo shape score for demo runs, FID/KID "
+                         "when torchvision's Inception weights are on this computer. A report is written next to the samples.",
+                         parent)
+        row = QWidget()
+        form = QFormLayout(row)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.images = QSpinBox()
+        self.images.setObjectName("evaluate_images")
+        self.images.setRange(2, 100_000)
+        self.images.setValue(EVALUATION_IMAGES)
+        self.images.setToolTip("Images to generate and score (more = a steadier score; FID wants thousands)")
+        form.addRow("Images", self.images)
+        self.add_above_button(row)

@@ -1,0 +1,114 @@
+"""Stand-ins for presenter tests: mocked views are ``MagicMock(spec=TheViewProtocol)``; these help drive them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+from unittest.mock import MagicMock
+
+from PySide6.QtCore import SignalInstance
+
+from ddpm_studio.services import events as ev
+from ddpm_studio.services.control import RunControl
+
+
+def emit(signal: Any, *args: Any) -> None:
+    """What a mocked view's signal does when the user acts: call every slot a presenter connected to it."""
+    for call in signal.connect.call_args_list:
+        slot = call.args[0]
+        if isinstance(slot, SignalInstance):  # a presenter may forward a view's signal as its own
+            slot.emit(*args)
+        else:
+            slot(*args)
+
+
+def last(method: MagicMock) -> tuple[Any, ...]:
+    """The positional arguments of the last call of a mocked view method."""
+    assert method.called, f"{method} was never called"
+    return method.call_args.args
+
+
+class ImmediateTasks:
+    """BackgroundTasks that run each job at once, on the calling thread (presenter tests need no threads)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def run(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
+            on_error: Callable[[BaseException], None] | None = None, name: str = "job") -> None:
+        self.names.append(name)
+        try:
+            value = job()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            return
+        if on_done is not None:
+            on_done(value)
+
+    def running(self) -> int:
+        return 0
+
+
+def prefs(runs_dir: Any, recent: list[str] | None = None) -> MagicMock:
+    """The app's preferences as the presenters use them, remembering nothing."""
+    p = MagicMock()
+    p.runs_dir.return_value = runs_dir
+    p.recent_folders.return_value = list(recent or [])
+    p.add_recent_folder.side_effect = lambda folder: [folder]
+    p.get_str.return_value = ""
+    return p
+
+
+def progress(step: int, total: int = 10_000) -> ev.TrainProgress:
+    return ev.TrainProgress(step, total, 1.0 / step, 1e-4, 100.0, 1.0, 0.1)
+
+
+class FakeTrainingSession:
+    """Yields like TrainingSession (RunStarted, a step at a time, pause / stop honoured between steps, requests served
+    there) and has its public API (snapshot, set_keep_last); ``fail_at`` raises, ``gate`` holds each step."""
+
+    def __init__(self, control: RunControl, steps: int = 2000, fail_at: int | None = None,
+                 gate: threading.Event | None = None, run_dir: str = "/tmp/no-such-run", checkpoint_at: int = 0) -> None:
+        self.control, self.total, self.fail_at, self.gate = control, steps, fail_at, gate
+        self.run_dir, self.checkpoint_at = run_dir, checkpoint_at
+        self.step = 0
+        self.closed = False
+        self.keep_last: list[int] = []
+        self.thread: int | None = None
+
+    def steps(self) -> Iterator[Any]:
+        self.thread = threading.get_ident()
+        try:
+            yield ev.RunStarted(self.run_dir, 0, self.total, "cpu", "CPU (test)", 1234, "fake", 8, 8, class_names=("a", "b"))
+            while self.step < self.total:
+                if self.control.paused and not self.control.stop_requested:
+                    yield ev.RunPaused(self.step)
+                    self.control.wait_resumed()
+                    if not self.control.stop_requested:
+                        yield ev.RunResumed(self.step)
+                if self.control.stop_requested:
+                    break
+                if self.gate is not None:
+                    self.gate.wait()
+                self.step += 1
+                if self.step == self.fail_at:
+                    raise RuntimeError("out of memory (simulated)")
+                yield progress(self.step, self.total)
+                if self.step % 100 == 0:
+                    yield ev.MetricsLogged({"step": self.step, "loss": 0.5})
+                if self.step == self.checkpoint_at:
+                    yield ev.CheckpointSaved(self.step, f"{self.run_dir}/checkpoints/step_{self.step:08d}.pt", 10)
+                self.control.run_pending()
+            yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)
+        finally:
+            self.closed = True
+
+    def snapshot(self) -> Future[Any]:
+        return self.control.submit(lambda: ("copy at", self.step))
+
+    def set_keep_last(self, n: int) -> None:
+        self.control.submit(lambda: self.keep_last.append(n))

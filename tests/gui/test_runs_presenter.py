@@ -1,0 +1,116 @@
+"""The runs presenter against mocked views and real run folders: the runs list, opening a run (its history goes
+to the others), continuing one, its checkpoints with their losses, deleting one, the interrupted-run offer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from PIL import Image
+
+from ddpm_studio.gui.presenters.messages import RunHistory
+from ddpm_studio.gui.presenters.runs import RunsPresenter
+from ddpm_studio.gui.views.protocols import CheckpointsView, DialogService, RunsListView
+from ddpm_studio.services import config as c
+from ddpm_studio.services import events as ev
+from ddpm_studio.services.runs import RunFolder
+from tests.gui.fakes import ImmediateTasks, emit, last, prefs
+
+
+def make_run(runs_dir: Path, name: str, steps: tuple[int, ...] = (20, 40), state: str = "stopped") -> RunFolder:
+    run = RunFolder.create(runs_dir, name)
+    c.save_config_file(c.from_dict({"schedule": {"keep_last": 4}, "optim": {"total_steps": 100}}), run.config_path)
+    run.write_status(state=state, step=max(steps, default=0), total_steps=100, pid=2**22 + 12345)
+    run.metrics_path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(10, 50, 10)))
+    for step in steps:
+        run.checkpoint_path(step).write_bytes(b"not read here")
+    Image.new("RGB", (6, 4), "red").save(run.previews_dir / "step_00000020.png")
+    return run
+
+
+@pytest.fixture
+def setup(qtbot, tmp_path: Path) -> dict[str, Any]:
+    runs_view, checkpoints, dialogs = MagicMock(spec=RunsListView), MagicMock(spec=CheckpointsView), MagicMock(spec=DialogService)
+    p = RunsPresenter(runs_view, checkpoints, dialogs, prefs(tmp_path / "runs"), ImmediateTasks())
+    out: dict[str, list[Any]] = {"opened": [], "resume": [], "checkpoints": [], "keep": [], "generate": []}
+    p.runOpened.connect(out["opened"].append)
+    p.resumeRequested.connect(out["resume"].append)
+    p.checkpointsChanged.connect(lambda run, found: out["checkpoints"].append((run, found)))
+    p.keepLastChanged.connect(out["keep"].append)
+    p.generateRequested.connect(out["generate"].append)
+    return {"p": p, "runs": runs_view, "checkpoints": checkpoints, "dialogs": dialogs, "out": out, "dir": tmp_path / "runs"}
+
+
+def test_open_a_run_then_continue_it(setup) -> None:
+    p, out = setup["p"], setup["out"]
+    run = make_run(setup["dir"], "old")
+    p.refresh_runs()
+    runs_dir, rows = last(setup["runs"].set_runs)
+    assert runs_dir == str(setup["dir"])
+    assert [(r.name, r.state, r.step, r.checkpoint_step) for r in rows] == [("old", "stopped", 40, 40)]
+
+    emit(setup["runs"].requested, "open", str(run.path))  # read in the background (here: at once)
+    (history,) = out["opened"]
+    assert isinstance(history, RunHistory) and history.cfg.schedule.keep_last == 4 and len(history.records) == 4
+    assert [(step, image.shape) for step, image in history.previews] == [(20, (4, 6, 3))] and history.step == 40
+    assert last(setup["checkpoints"].set_keep_last) == (4,)
+    rows, info = last(setup["checkpoints"].set_checkpoints)
+    assert [(r.step, r.loss) for r in rows] == [(20, 1 / 20), (40, 1 / 40)] and info.startswith("Run old: 2 checkpoint(s)")
+    assert out["checkpoints"][-1] == (str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))])
+
+    emit(setup["runs"].requested, "continue", str(run.path))
+    assert out["resume"] == [str(run.checkpoint_path(40))]
+    emit(setup["checkpoints"].requested, "resume", str(run.checkpoint_path(20)))  # or from a chosen checkpoint
+    emit(setup["checkpoints"].requested, "generate", str(run.checkpoint_path(20)))
+    assert out["resume"][-1] == str(run.checkpoint_path(20)) and out["generate"] == [str(run.checkpoint_path(20))]
+
+
+def test_continue_without_a_checkpoint_says_so_and_an_unreadable_run_is_a_message(setup) -> None:
+    p, dialogs = setup["p"], setup["dialogs"]
+    bare = make_run(setup["dir"], "bare", steps=())
+    p.continue_run(str(bare.path))
+    assert last(dialogs.show_error) == ("Cannot continue", "Run bare has no checkpoint yet.") and not setup["out"]["resume"]
+    broken = make_run(setup["dir"], "broken")
+    broken.config_path.write_text("[optim]\nbatch_size = 'many'\n")
+    p.open_run(str(broken.path))
+    title, text = last(dialogs.show_error)
+    assert title == "Cannot open run" and "Batch size" in text
+
+
+def test_the_live_run_keep_last_and_deleting_a_checkpoint(setup) -> None:
+    p, checkpoints, dialogs, out = setup["p"], setup["checkpoints"], setup["dialogs"], setup["out"]
+    run = make_run(setup["dir"], "live", steps=(3,))
+    p.on_run_started(ev.RunStarted(str(run.path), 0, 100, "cpu", "CPU", 10, "demo", 4, 8))
+    assert last(setup["runs"].select_path) == (str(run.path),)
+    run.checkpoint_path(6).write_bytes(b"x")
+    p.on_checkpoint_saved(6, 0.25)  # the loss at that step, from the training presenter
+    rows, _info = last(checkpoints.set_checkpoints)
+    assert {r.step: r.loss for r in rows} == {3: None, 6: 0.25}
+
+    p.set_run_active(True)
+    checkpoints.set_run_active.assert_called_with(True)
+    p.on_config(c.from_dict({"schedule": {"keep_last": 9}}))  # a running run keeps the box's own value
+    checkpoints.set_keep_last.assert_not_called()
+    emit(checkpoints.keepLastChanged, 5)
+    assert out["keep"] == [5]
+
+    dialogs.ask.return_value = 1  # "Cancel"
+    emit(checkpoints.requested, "delete", str(run.checkpoint_path(3)))
+    assert run.checkpoint_path(3).exists()
+    dialogs.ask.return_value = 0  # "Delete"
+    emit(checkpoints.requested, "delete", str(run.checkpoint_path(3)))
+    assert not run.checkpoint_path(3).exists() and [r.step for r in last(checkpoints.set_checkpoints)[0]] == [6]
+
+
+def test_an_interrupted_run_is_offered_once(setup) -> None:
+    p, dialogs = setup["p"], setup["dialogs"]
+    run = make_run(setup["dir"], "crashed", state="running")  # its pid is not alive: a crash
+    dialogs.ask.return_value = 2  # "Ignore"
+    p.offer_interrupted()
+    assert last(dialogs.ask)[0] == "Interrupted run" and run.state() == "interrupted"
+    dialogs.ask.reset_mock()
+    p.offer_interrupted()
+    dialogs.ask.assert_not_called()
