@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # last: PYTHONPATH decides which ddpm_studio is measured (an A/B of two checkouts)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 RESULTS = Path(__file__).parent / "results"
@@ -214,9 +214,13 @@ def main() -> None:
     defaults = ScheduleConfig()
     result["projected_default_run"] = {"steps": args.project_steps, **project(
         result, args.project_steps, defaults.preview_every, defaults.checkpoint_every)}
-    result.update(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), torch=torch.__version__,
+    import ddpm_studio
+
+    result.update(code=str(Path(ddpm_studio.__file__).resolve().parent.parent),
+                  machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), torch=torch.__version__,
                   load_average_at_start=load, load_average_at_end=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                   label=args.label, when=time.strftime("%Y-%m-%d %H:%M"))
+    print(f"code: {result['code']}")
     print(f"{result['preset']}, batch {result['batch']}, {result['precision']}, {result['steps']} steps in chunks of "
           f"{result['chunk']}, {result['torch_threads']} threads; load average {load} at start")
     print(f"{'clock':6s} {'engine img/s':>13s} {'loop img/s':>11s} {'loop/engine':>12s} {'steps only':>11s} "
