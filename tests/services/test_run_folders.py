@@ -83,6 +83,10 @@ def test_cli_runs_marks_the_best_and_sample_best_uses_it(scored_run, tmp_path, c
     out = tmp_path / "out"
     assert main(["sample", str(run.path), "--best", "--num-images", "2", "--steps", "2", "--out", str(out)]) == 0
     assert next(p.name for p in out.iterdir()).startswith("step_00000004")
+    evaluated = tmp_path / "eval"
+    assert main(["evaluate", str(run.path), "--best", "--num-images", "2", "--sample-batch-size", "2", "--steps", "2",
+                 "--fid", "off", "--out", str(evaluated)]) == 0
+    assert next(p.name for p in evaluated.iterdir()).startswith("step_00000004")
     assert main(["sample", str(run.checkpoint_path(8)), "--best", "--num-images", "2", "--out", str(out)]) == 1
     assert "give a run folder" in capsys.readouterr().err
 
