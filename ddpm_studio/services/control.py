@@ -25,7 +25,6 @@ T = TypeVar("T")
 #: The requests a session serves between steps (and while paused): save a checkpoint, make a preview now.
 CHECKPOINT = "checkpoint"
 PREVIEW = "preview"
-REQUESTS = (CHECKPOINT, PREVIEW)
 
 
 class RunControl:

@@ -130,10 +130,6 @@ class PreviewCadence:
         self.previews = 0
         self.seconds_spent = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.every_steps or self.every_seconds)
-
     def due(self, step: int, now: float) -> bool:
         """Whether an automatic preview should run after ``step`` at active time ``now``."""
         if now < self._not_before:
