@@ -117,6 +117,8 @@ class EventPrinter:
             self.note(f"Checkpoint saved: {event.path} ({event.size_bytes / 1e6:.1f} MB)")
         elif isinstance(event, ev.CheckpointFailed):
             self.note(f"WARNING: {event.message}")
+        elif isinstance(event, ev.RunPaused):
+            self.note(f"Paused at step {event.step}")
         elif isinstance(event, ev.RunFinished):
             self.outcome = event.reason
             self.note(f"Training {event.reason} at step {event.step}. Checkpoint: {event.checkpoint}")

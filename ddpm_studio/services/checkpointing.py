@@ -66,10 +66,11 @@ class Checkpointer:
             self.scores[step] = val_loss
         else:
             self.scores.pop(step, None)
-        best = self.run.best_of(self.scores)
-        deleted = self.run.apply_retention(self.keep_last, protect=[path] + ([best.path] if best else []))
+        self.status(**self.run.scores_record(self.scores))  # the best is on record before retention, which keeps it
+        deleted = self.run.apply_retention(self.keep_last, protect=path)
         self.scores = {s: v for s, v in self.scores.items() if self.run.checkpoint_path(s).exists()}
         self.status(step=step, last_checkpoint=str(path), **self.run.scores_record(self.scores))
+        best = self.run.best_of(self.scores)
         if best is not None and best.step == step and len(self.scores) > 1:
             log.info("Checkpoint at step %d is the best so far (validation loss %.5f)", step, val_loss)
         return CheckpointSaved(step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))

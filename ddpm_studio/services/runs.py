@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,20 +169,20 @@ class RunFolder:
                                                           "val_loss": best.val_loss},
         }
 
-    def apply_retention(self, keep_last: int, protect: Path | Iterable[Path] | None = None) -> list[Path]:
-        """Delete all but the newest ``keep_last`` checkpoints, never those in ``protect`` (the one just written,
-        the best one); call only after a new one is safely written.
+    def apply_retention(self, keep_last: int, protect: Path | None = None) -> list[Path]:
+        """Delete all but the newest ``keep_last`` checkpoints, never ``protect`` (the one just written) nor the
+        best one run.json records; call only after a new one is safely written.
 
         Also removes the temp files of checkpoint writes whose process was killed (they are never loaded,
         but each is a checkpoint's worth of disk).
         """
         for stale in remove_stale_temp_files(self.checkpoints_dir, ".step_*.tmp"):
             log.info("Removed %s, left by an interrupted checkpoint write", stale.name)
-        kept = {protect} if isinstance(protect, Path) else set(protect or ())
-        doomed = self.checkpoints()[:-keep_last] if keep_last > 0 else []
+        found = self.checkpoints()
+        doomed = found[:-keep_last] if keep_last > 0 else []
         deleted = []
         for info in doomed:
-            if info.path in kept:
+            if info.path == protect or info.best:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 info.path.unlink()
