@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,7 +29,8 @@ def import_time() -> float:
     return runs[1]
 
 
-def train_speed(preset: str, batch: int, precision: str, seconds: float) -> dict:
+def engine_step(preset: str, batch: int, precision: str, image_size: int = 32) -> tuple[Any, Any]:
+    """The bare training step on random data: (step, model). Also the reference of benchmarks/loop_overhead.py."""
     import torch
 
     from ddpm_studio.core.device import choose_device
@@ -38,12 +40,12 @@ def train_speed(preset: str, batch: int, precision: str, seconds: float) -> dict
     from ddpm_studio.core.unet import UNet, preset_config
 
     device = choose_device("cpu", precision)
-    model = UNet(preset_config(preset, image_size=32, in_channels=3))
+    model = UNet(preset_config(preset, image_size=image_size, in_channels=3))
     ema = EMA(model, 0.999)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, foreach=True)
     sched = NoiseSchedule.create("linear", 1000)
     g = torch.Generator().manual_seed(0)
-    data = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
+    data = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
 
     def step() -> None:
         x0 = data.float() / 127.5 - 1
@@ -58,6 +60,14 @@ def train_speed(preset: str, batch: int, precision: str, seconds: float) -> dict
         opt.zero_grad(set_to_none=True)
         ema.update(model)
 
+    return step, model
+
+
+def train_speed(preset: str, batch: int, precision: str, seconds: float) -> dict:
+    from ddpm_studio.core.device import choose_device
+
+    device = choose_device("cpu", precision)
+    step, model = engine_step(preset, batch, precision)
     for _ in range(2):
         step()
     times = []

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ddpm_studio import __version__
-from ddpm_studio.cli_progress import EventPrinter
+from ddpm_studio.cli_progress import EventPrinter, logging_through
 from ddpm_studio.services import config as config_mod
 
 log = logging.getLogger("ddpm_studio")
@@ -78,7 +78,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train and sample DDPM diffusion models on your own images.")
+    parser = argparse.ArgumentParser(
+        prog="ddpm-studio", description="Train and sample DDPM diffusion models on your own images.",
+        epilog="Run `ddpm-studio` with no command to open the desktop app; no command below opens a window.")
     parser.add_argument("--version", action="version", version=f"DDPM Studio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Show debug logging")
     parser.add_argument("--self-test", action="store_true",
@@ -86,12 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "in a temporary folder; exit 0 when all works (smoke test of an installed or bundled app)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="Train a model (Ctrl-C saves a checkpoint and exits)")
+    train = sub.add_parser(
+        "train", help="Train a model (Ctrl-C saves a checkpoint and exits)", epilog=TRAIN_SIGNALS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", type=Path, help="TOML (or JSON) config file; flags override it")
     train.add_argument("--resume", type=Path, metavar="RUN_OR_CHECKPOINT",
-                       help="Continue a run from its newest (or this) checkpoint")
+                       help="Continue a run from its newest (or this) checkpoint; a run folder with no checkpoint yet "
+                            "(it stopped or crashed before the first) starts again from step 0 with its saved settings")
     train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
-    train.add_argument("--name", help="Name of the new run folder")
+    train.add_argument("--name", help="Name of the new run folder (default: the data set and the date, e.g. "
+                                      "shapes-20261201-1432)")
     train.add_argument("--find-batch-size", action="store_true",
                        help="Before a new run, find the largest micro-batch that fits in the device's memory: halve it "
                             "and raise gradient accumulation until a training step fits, keeping the effective batch")
@@ -103,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="Generate images from a checkpoint or a run folder")
     sample.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    sample.add_argument("--best", action="store_true",
+                       help="With a run folder: its best checkpoint (lowest validation loss) instead of the newest")
     sample.add_argument("--out", type=Path, help="Output folder (default: the run's samples/ folder)")
     sample.add_argument("--trajectory", action="store_true", help="Also save the denoising trajectory as an animated GIF")
     sample.add_argument("--device", default="auto", choices=config_mod.DEVICE_CHOICES)
@@ -111,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     interp = sub.add_parser("interpolate", help="Images between two seeds (slerp of their noise), saved as a strip")
     interp.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    interp.add_argument("--best", action="store_true",
+                       help="With a run folder: its best checkpoint (lowest validation loss) instead of the newest")
     interp.add_argument("--out", type=Path, help="Output folder (default: the run's samples/ folder)")
     interp.add_argument("--device", default="auto", choices=config_mod.DEVICE_CHOICES)
     interp.add_argument("--precision", default="auto", choices=config_mod.PRECISION_CHOICES)
@@ -119,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="Generate images and score them (demo shape score; FID/KID if available)")
     evaluate.add_argument("checkpoint", type=Path, help="A checkpoint .pt file or a run folder (its newest checkpoint)")
+    evaluate.add_argument("--best", action="store_true",
+                       help="With a run folder: its best checkpoint (lowest validation loss) instead of the newest")
     evaluate.add_argument("--out", type=Path, help="Folder for the report and a grid (default: the run's samples/ folder)")
     evaluate.add_argument("--fid", default="auto", choices=("auto", "on", "off"),
                           help="FID/KID against the training images: auto = when the Inception weights are on this computer")
@@ -193,8 +205,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+TRAIN_SIGNALS_HELP = """\
+While training (POSIX: Linux, macOS), from another terminal:
+  kill -USR1 PID   save a checkpoint now (training goes on)
+  kill -USR2 PID   make a preview now (samples of the fixed noise and the validation loss)
+PID is the training process's id (shown when training starts). Ctrl-C saves a checkpoint and exits."""
+
+
+def _request_signals(control: Any) -> dict[int, Any]:
+    """SIGUSR1 = checkpoint now, SIGUSR2 = preview now (POSIX); returns the handlers they replace."""
+    if not hasattr(signal, "SIGUSR1"):
+        return {}
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        control.request_checkpoint()
+
+    def on_usr2(signum: int, frame: Any) -> None:
+        control.request_preview()
+
+    return {signal.SIGUSR1: signal.signal(signal.SIGUSR1, on_usr1), signal.SIGUSR2: signal.signal(signal.SIGUSR2, on_usr2)}
+
+
 def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = False,
-                     retry_failed_saves: float | None = None, observers: Sequence[Callable[[Any], Any]] = ()) -> None:
+                     retry_failed_saves: float | None = None, requests: bool = False,
+                     observers: Sequence[Callable[[Any], Any]] = ()) -> None:
     """Drive ``session`` with the printer; the first Ctrl-C stops gracefully (checkpoint), a second aborts.
 
     ``observers`` see every event after the printer (e.g. a :class:`~ddpm_studio.services.notifications.Notifier`).
@@ -203,6 +237,7 @@ def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = F
     this many seconds to retry the save, again and again until it works or Ctrl-C stops the run.
     ``also_sigterm``: SIGTERM stops gracefully too (torchrun passes Ctrl-C to its workers as one SIGINT, and a
     cluster's or torchrun's shutdown as SIGTERM, then waits 30 s before SIGKILL).
+    ``requests``: SIGUSR1 asks for a checkpoint now, SIGUSR2 for a preview now (training only, POSIX only).
     """
     from ddpm_studio.services.control import drive
 
@@ -234,8 +269,11 @@ def _run_with_ctrl_c(session: Any, printer: EventPrinter, also_sigterm: bool = F
 
     signums = (signal.SIGINT, signal.SIGTERM) if also_sigterm else (signal.SIGINT,)
     previous = {signum: signal.signal(signum, on_signal) for signum in signums}
+    if requests:
+        previous.update(_request_signals(session.control))
     try:
-        drive(session.steps(), sink)
+        with logging_through(printer):
+            drive(session.steps(), sink)
     finally:
         for timer in timers:
             timer.cancel()
@@ -254,10 +292,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     url = args.webhook_url or webhook_url_from_env()
     notifier = Notifier(url) if url and env_rank() == 0 else None  # a bad URL stops here, before any work
     if args.resume:
-        from ddpm_studio.services.runs import resolve_checkpoint
-
-        session = TrainingSession(resume_from=resolve_checkpoint(args.resume), overrides=overrides, runs_dir=args.runs_dir,
-                                  distributed=distributed)
+        resume = args.resume.expanduser()
+        if not resume.exists():
+            print(f"error: No checkpoint or run folder at {resume}", file=sys.stderr)
+            return 1
+        # A run folder: its newest complete checkpoint, or from step 0 when it has none (the session says which).
+        session = TrainingSession(resume_from=resume, overrides=overrides, runs_dir=args.runs_dir, distributed=distributed)
     else:
         base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()
         cfg = config_mod.check(config_mod.from_dict(overrides, base=base))
@@ -277,8 +317,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     retry = None if distributed else float(os.environ.get("DDPM_STUDIO_SAVE_RETRY_SECONDS", "60"))
+    if not distributed and hasattr(signal, "SIGUSR1"):
+        pid = os.getpid()
+        printer.note(f"Process {pid}: `kill -USR1 {pid}` saves a checkpoint now, `kill -USR2 {pid}` makes a preview now")
     try:
-        _run_with_ctrl_c(session, printer, also_sigterm=distributed, retry_failed_saves=retry,
+        _run_with_ctrl_c(session, printer, also_sigterm=distributed, retry_failed_saves=retry, requests=not distributed,
                          observers=[notifier.observe] if notifier else [])
     except Exception as exc:
         if notifier is not None:
@@ -297,7 +340,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ddpm_studio.services.runs import resolve_checkpoint
     from ddpm_studio.services.sampling import SamplingSession
 
-    ckpt = resolve_checkpoint(args.checkpoint)
+    ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), overrides_from(args).get("sample", {}), name="sample")
     out = _output_dir(args, ckpt, output_name(ckpt.stem, sample_cfg))
     session = SamplingSession(ckpt, sample_cfg, out, device=args.device, precision=args.precision,
@@ -319,7 +362,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ddpm_studio.services.outputs import interpolation_tag, output_name
     from ddpm_studio.services.runs import resolve_checkpoint
 
-    ckpt = resolve_checkpoint(args.checkpoint)
+    ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
     given = overrides_from(args)
     sample_cfg = config_mod.update_section(config_mod.SampleConfig(), given.get("sample", {}), name="sample")
     interp_cfg = config_mod.update_section(config_mod.InterpolationConfig(), given.get("interp", {}), name="interp")
@@ -335,7 +378,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddpm_studio.services.outputs import evaluation_tag, output_name
     from ddpm_studio.services.runs import resolve_checkpoint
 
-    ckpt = resolve_checkpoint(args.checkpoint)
+    ckpt = resolve_checkpoint(args.checkpoint, best=args.best)
     if args.download_inception:
         from ddpm_studio.core.fid import download_inception_weights
 
@@ -387,8 +430,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     runs = list_runs(args.runs_dir)
     print(f"Runs in {args.runs_dir or default_runs_dir()}:")
     for run in runs:
-        latest = run.latest_checkpoint()
-        newest = f"last checkpoint {latest.path.name}" if latest else "no checkpoint"
+        found = run.checkpoints()
+        newest = f"last checkpoint {found[-1].path.name}" if found else "no checkpoint"
+        best = next((c for c in found if c.best), None)
+        if best is not None:
+            newest += f", best {best.path.name} (validation loss {best.val_loss:.4f})"
         print(f"  {run.name:32s} {run.state():11s} step {run.read_status().get('step', 0):>8}  {newest}")
     if not runs:
         print("  (none yet)")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ddpm_studio.services import events as ev
@@ -41,8 +46,18 @@ class EventPrinter:
         self.interval = interval if self.tty else line_every
         self._last = 0.0
         self._bar_shown = False
+        self._drawn = 0  # length of the bar line now on screen
         self.outcome: str | None = None
         self._last_status = ""
+
+    def _width(self) -> int:
+        """The terminal's width, asked at each redraw (a resized window is followed); $COLUMNS overrides it."""
+        if os.environ.get("COLUMNS", "").isdigit():
+            return int(os.environ["COLUMNS"])
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return shutil.get_terminal_size().columns
 
     def note(self, message: str) -> None:
         """A line of its own, above the bar."""
@@ -51,6 +66,7 @@ class EventPrinter:
         if self._bar_shown:
             self.stream.write("\n")
             self._bar_shown = False
+            self._drawn = 0
         self.stream.write(message + "\n")
         self.stream.flush()
 
@@ -60,7 +76,11 @@ class EventPrinter:
             return
         self._last = now
         if self.tty:
-            self.stream.write("\r" + text[:200].ljust(100))
+            # Never wider than the terminal: a line that wraps is not redrawn in place by "\r", and each redraw
+            # then leaves a line behind (the blank lines after "Loading checkpoint…" on an 80-column terminal).
+            line = text[: max(self._width(), 20) - 1]
+            self.stream.write("\r" + line.ljust(self._drawn))  # spaces erase the rest of a longer previous line
+            self._drawn = len(line)
             self._bar_shown = True
         else:
             self.stream.write(text + "\n")
@@ -126,3 +146,37 @@ class EventPrinter:
             self.stream.write("\n")
             self.stream.flush()
             self._bar_shown = False
+            self._drawn = 0
+
+
+class _NoteHandler(logging.Handler):
+    """Writes log records as the printer's notes, so a message never lands in the middle of the progress bar."""
+
+    def __init__(self, printer: EventPrinter, like: logging.Handler) -> None:
+        super().__init__(like.level)
+        self.printer = printer
+        self.setFormatter(like.formatter)
+        for f in like.filters:
+            self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.printer.note(self.format(record))
+        except Exception:  # a log line must never break the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logging_through(printer: EventPrinter) -> Iterator[None]:
+    """While a session runs, the root logger's console handler writes through ``printer`` (Pause / Resume, a
+    checkpoint asked for, warnings: each on a line of its own above the bar)."""
+    root = logging.getLogger()
+    swapped = [(i, h) for i, h in enumerate(root.handlers)
+               if type(h) is logging.StreamHandler and h.stream in (sys.stderr, printer.stream)]
+    for i, h in swapped:
+        root.handlers[i] = _NoteHandler(printer, h)
+    try:
+        yield
+    finally:
+        for i, h in swapped:
+            root.handlers[i] = h

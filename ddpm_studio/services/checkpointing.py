@@ -5,6 +5,10 @@ write is a policy of its own. The file is written atomically (:func:`core.checkp
 older checkpoints are deleted only after the new one is on disk, and a failed write (disk full, folder
 gone) pauses the run, so the user can free space and resume, which retries the save, instead of the
 run going on with nothing to fall back on.
+
+Besides the newest ``keep_last`` checkpoints, the one with the lowest validation loss (of its EMA weights, on the
+run's fixed held-out batch) is kept: retention never deletes it, and run.json records it, so
+``ddpm-studio sample RUN --best`` and the app's Checkpoints panel can find it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,14 @@ class Checkpointer:
         self.status = status
         self.pause_on_failure = pause_on_failure
         self.last_saved_step = -1
+        self.scores: dict[int, float] = run.checkpoint_scores()  # step → validation loss, of the checkpoints on disk
 
-    def save(self, step: int, payload: dict[str, Any]) -> SaveOutcome:
-        """Write ``payload`` as the checkpoint of ``step``; on failure pause (unless stopping) and say why."""
+    def save(self, step: int, payload: dict[str, Any], *, val_loss: float | None = None) -> SaveOutcome:
+        """Write ``payload`` as the checkpoint of ``step``; on failure pause (unless stopping) and say why.
+
+        ``val_loss``: the checkpoint's validation loss; the lowest one on disk marks the run's best checkpoint,
+        which retention keeps.
+        """
         path = self.run.checkpoint_path(step)
         try:
             save_checkpoint(path, payload)
@@ -53,16 +62,26 @@ class Checkpointer:
                 message += ". Training is paused: free some disk space, then resume to retry the save"
             return CheckpointFailed(step, message)
         self.last_saved_step = step
+        if val_loss is not None:
+            self.scores[step] = val_loss
+        else:
+            self.scores.pop(step, None)
+        self.status(**self.run.scores_record(self.scores))  # the best is on record before retention, which keeps it
         deleted = self.run.apply_retention(self.keep_last, protect=path)
-        self.status(step=step, last_checkpoint=str(path))
+        self.scores = {s: v for s, v in self.scores.items() if self.run.checkpoint_path(s).exists()}
+        self.status(step=step, last_checkpoint=str(path), **self.run.scores_record(self.scores))
+        best = self.run.best_of(self.scores)
+        if best is not None and best.step == step and len(self.scores) > 1:
+            log.info("Checkpoint at step %d is the best so far (validation loss %.5f)", step, val_loss)
         return CheckpointSaved(step, str(path), path.stat().st_size, tuple(str(p) for p in deleted))
 
-    def save_retrying(self, step: int, payload: Callable[[], dict[str, Any]]) -> Iterator[Any]:
+    def save_retrying(self, step: int, payload: Callable[[], dict[str, Any]], *,
+                      val_loss: float | None = None) -> Iterator[Any]:
         """Save; while the save failed and the run is paused, retry on each resume until it works or is stopped.
 
         Yields the save events and the pause / resume in between; returns the last save event.
         """
-        event = self.save(step, payload())
+        event = self.save(step, payload(), val_loss=val_loss)
         yield event
         while isinstance(event, CheckpointFailed) and self.control.paused and not self.control.stop_requested:
             self.status(state="paused", step=step)
@@ -72,6 +91,6 @@ class Checkpointer:
                 break
             self.status(state="running", step=step)
             yield RunResumed(step)
-            event = self.save(step, payload())
+            event = self.save(step, payload(), val_loss=val_loss)
             yield event
         return event

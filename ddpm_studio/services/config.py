@@ -119,12 +119,13 @@ class ScheduleConfig:
     """Checkpoints, previews and logging."""
 
     preview_every: int = setting(500, "Preview every (steps)", "Sample a fixed-seed trajectory from the EMA model this often (0 = off).", min=0, max=10_000_000)
-    preview_minutes: float = setting(0.0, "Preview every (minutes)", "Also preview when this much time has passed (0 = off).", min=0.0, max=10_000.0)
+    preview_minutes: float = setting(0.0, "Preview every (minutes)", "Also preview after this many minutes of training (pauses and previews do not count; 0 = off).", min=0.0, max=10_000.0)
+    preview_budget: float = setting(0.1, "Preview time budget", "Largest share of the run's time that previews and their validation loss may take: when they are slow (a big model on a CPU), they are spaced out to stay within it. 0.1 = at most a tenth; raise it to see previews more often on a slow computer, at the cost of training time.", min=0.01, max=1.0)
     preview_images: int = setting(8, "Preview images", "Samples per preview.", min=1, max=64)
     preview_sampler: str = setting("dpm++2m-sde", "Preview sampler", "Previews use a fast sampler so they cost seconds, not minutes (stochastic DPM-Solver++ at 20 steps scores within 10% of DDPM's 1000 steps on the demo benchmark).", choices=SAMPLER_NAMES)
     preview_steps: int = setting(20, "Preview sampler steps", "Steps of the preview sampler (DDPM always uses T).", min=1, max=4000)
     checkpoint_every: int = setting(2000, "Checkpoint every (steps)", "Save a checkpoint this often (0 = only at the end and on stop).", min=0, max=10_000_000)
-    checkpoint_minutes: float = setting(10.0, "Checkpoint every (minutes)", "Also save when this much time has passed (0 = off).", min=0.0, max=10_000.0)
+    checkpoint_minutes: float = setting(10.0, "Checkpoint every (minutes)", "Also save after this many minutes of training (pauses do not count; 0 = off).", min=0.0, max=10_000.0)
     keep_last: int = setting(3, "Keep last N checkpoints", "Older checkpoints are deleted only after a newer one is safely written.", min=1, max=1000)
     log_every: int = setting(10, "Log every (steps)", "Write a metrics line every this many steps.", min=1, max=100_000)
     tensorboard: bool = setting(False, "TensorBoard", "Also log to TensorBoard (needs the tensorboard package).")

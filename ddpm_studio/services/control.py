@@ -4,6 +4,11 @@ Pause blocks on a condition variable (no polling, no CPU). Stop sets its flag *b
 run, so the woken run sees the stop (napari's StatusChecker rule). Work that must not race a training
 step (copying the model, changing the retention) is handed over with :meth:`RunControl.submit` and runs
 on the session's own thread at its next safe point: between two steps, or while it waits paused.
+
+"Checkpoint now" and "preview now" are requests of their own (:meth:`RunControl.request_checkpoint`,
+:meth:`RunControl.request_preview`): the session serves them between steps and yields their usual events; a
+paused run is woken to serve them and then waits again. The lock is re-entrant, so a POSIX signal handler (the
+CLI's SIGUSR1 / SIGUSR2) may make a request while the main thread holds it or waits here.
 """
 
 from __future__ import annotations
@@ -17,16 +22,21 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: The requests a session serves between steps (and while paused): save a checkpoint, make a preview now.
+CHECKPOINT = "checkpoint"
+PREVIEW = "preview"
+
 
 class RunControl:
     """Thread-safe flags and requests shared between a running session and whoever owns it."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
         self._stop = False
         self._paused = False
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._closed = False
+        self._requests: set[str] = set()
 
     def pause(self) -> None:
         with self._cond:
@@ -52,13 +62,50 @@ class RunControl:
     def stop_requested(self) -> bool:
         return self._stop
 
+    # -- checkpoint now, preview now ------------------------------------------------------------------
+    def request_checkpoint(self) -> None:
+        """Ask for a checkpoint of the current weights, written between steps (or at once while paused)."""
+        self._request(CHECKPOINT)
+
+    def request_preview(self) -> None:
+        """Ask for a preview (trajectory of the fixed noise, and the validation loss) now."""
+        self._request(PREVIEW)
+
+    def _request(self, kind: str) -> None:
+        with self._cond:
+            self._requests.add(kind)
+            self._cond.notify_all()
+
+    @property
+    def has_requests(self) -> bool:
+        return bool(self._requests)
+
+    def take_requests(self) -> frozenset[str]:
+        """The pending requests, cleared: each is served once however often it was asked for."""
+        with self._cond:
+            taken, self._requests = frozenset(self._requests), set()
+        return taken
+
+    # -- waiting ---------------------------------------------------------------------------------------
     def wait_resumed(self, timeout: float | None = None) -> bool:
-        """Block until resumed or stopped; returns False on timeout. Requests submitted meanwhile run here."""
+        """Block until resumed or stopped; returns False on timeout. Requests submitted meanwhile run here;
+        checkpoint / preview requests do not end the wait (they are served once the run goes on)."""
+        return self._wait(lambda: not self._paused, timeout)
+
+    def wait_while_paused(self, timeout: float | None = None) -> bool:
+        """Block until resumed, stopped, or a checkpoint / preview is requested; returns False on timeout.
+
+        The paused loop calls this, serves what was requested, and waits again while still paused. Requests
+        submitted meanwhile run here.
+        """
+        return self._wait(lambda: not self._paused or bool(self._requests), timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.run_pending()
             with self._cond:
-                if not self._paused:
+                if done():
                     return True
                 if self._calls:
                     continue

@@ -47,7 +47,12 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """One optimisation step."""
+    """One optimisation step.
+
+    ``images_per_sec``: training steps only (not previews, checkpoints or pauses), smoothed over about a minute
+    of training; ``eta_seconds``: the remaining steps at the run's smoothed rate plus the share of time previews and
+    checkpoints have taken; ``elapsed_seconds``: time since this session's first step, pauses left out.
+    """
 
     step: int
     total_steps: int

@@ -4,7 +4,8 @@ Layout::
 
     <runs_dir>/<name>/
         config.toml        the settings (hand-editable, re-loadable)
-        run.json           status, step, timestamps, pid (an interrupted run is still "running")
+        run.json           status, step (brought up to date while training), timestamps, pid (an interrupted run is
+                           still "running"), each checkpoint's validation loss and the best checkpoint
         metrics.jsonl      one JSON object per line, appended
         checkpoints/step_00001000.pt
         previews/step_00001000.png
@@ -14,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,10 +44,27 @@ def default_runs_dir() -> Path:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
+    """A complete checkpoint file; ``val_loss`` is its validation loss (None for checkpoints saved before it was
+    measured), and ``best`` marks the run's checkpoint with the lowest one, which retention keeps."""
+
     step: int
     path: Path
     size_bytes: int
     modified: float
+    val_loss: float | None = None
+    best: bool = False
+
+
+def default_run_name(source: str, data_path: str = "", when: float | None = None) -> str:
+    """A readable name for a new run: what it trains on and when, e.g. ``shapes-20261201-1432`` for the demo set,
+    the folder's own name for a folder of images (``RunFolder.create`` adds -2, -3 … if it is taken)."""
+    if source == "folder":
+        what = Path(data_path).expanduser().name if data_path else ""
+        what = _safe_name(what)[:40].strip(".-") if what else ""
+        what = what or "folder"
+    else:
+        what = {"demo": "shapes", "fashion_mnist": "fashion-mnist"}.get(source, _safe_name(source))
+    return f"{what}-{time.strftime('%Y%m%d-%H%M', time.localtime(when))}"
 
 
 class RunFolder:
@@ -100,7 +119,8 @@ class RunFolder:
         return self.checkpoints_dir / f"step_{step:08d}.pt"
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        """Complete checkpoints, oldest first (temp files of an interrupted write are ignored)."""
+        """Complete checkpoints, oldest first (temp files of an interrupted write are ignored), with their
+        validation loss and the best one marked."""
         found = []
         if self.checkpoints_dir.is_dir():
             for entry in self.checkpoints_dir.iterdir():
@@ -108,24 +128,63 @@ class RunFolder:
                 if match and entry.is_file():
                     st = entry.stat()
                     found.append(CheckpointInfo(int(match.group(1)), entry, st.st_size, st.st_mtime))
-        return sorted(found, key=lambda c: c.step)
+        found.sort(key=lambda c: c.step)
+        scores = self.checkpoint_scores()
+        best = _lowest({c.step: scores[c.step] for c in found if c.step in scores})
+        return [dataclasses.replace(c, val_loss=scores.get(c.step), best=c.step == best) for c in found]
 
     def latest_checkpoint(self) -> CheckpointInfo | None:
         found = self.checkpoints()
         return found[-1] if found else None
 
+    def best_checkpoint(self) -> CheckpointInfo | None:
+        """The checkpoint with the lowest validation loss (of its EMA weights), or None when none was scored."""
+        return next((c for c in self.checkpoints() if c.best), None)
+
+    def checkpoint_scores(self) -> dict[int, float]:
+        """Each checkpoint's validation loss as run.json records it (step → loss)."""
+        raw = self.read_status().get("checkpoint_val_losses", {})
+        scores = {}
+        if isinstance(raw, dict):
+            for step, value in raw.items():
+                with contextlib.suppress(TypeError, ValueError):
+                    if isinstance(value, int | float) and value == value:
+                        scores[int(step)] = float(value)
+        return scores
+
+    def best_of(self, scores: dict[int, float]) -> CheckpointInfo | None:
+        """Of the checkpoints on disk, the one with the lowest score in ``scores``."""
+        on_disk = {s: v for s, v in scores.items() if self.checkpoint_path(s).is_file()}
+        step = _lowest(on_disk)
+        if step is None:
+            return None
+        path = self.checkpoint_path(step)
+        st = path.stat()
+        return CheckpointInfo(step, path, st.st_size, st.st_mtime, on_disk[step], True)
+
+    def scores_record(self, scores: dict[int, float]) -> dict[str, Any]:
+        """The run.json fields for ``scores``: every checkpoint's validation loss and the best checkpoint."""
+        best = self.best_of(scores)
+        return {
+            "checkpoint_val_losses": {str(s): v for s, v in sorted(scores.items())},
+            "best_checkpoint": None if best is None else {"step": best.step, "path": str(best.path),
+                                                          "val_loss": best.val_loss},
+        }
+
     def apply_retention(self, keep_last: int, protect: Path | None = None) -> list[Path]:
-        """Delete all but the newest ``keep_last`` checkpoints; call only after a new one is safely written.
+        """Delete all but the newest ``keep_last`` checkpoints, never ``protect`` (the one just written) nor the
+        best one run.json records; call only after a new one is safely written.
 
         Also removes the temp files of checkpoint writes whose process was killed (they are never loaded,
         but each is a checkpoint's worth of disk).
         """
         for stale in remove_stale_temp_files(self.checkpoints_dir, ".step_*.tmp"):
             log.info("Removed %s, left by an interrupted checkpoint write", stale.name)
-        doomed = self.checkpoints()[:-keep_last] if keep_last > 0 else []
+        found = self.checkpoints()
+        doomed = found[:-keep_last] if keep_last > 0 else []
         deleted = []
         for info in doomed:
-            if protect is not None and info.path == protect:
+            if info.path == protect or info.best:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 info.path.unlink()
@@ -156,6 +215,11 @@ class RunFolder:
         return "interrupted" if self.is_interrupted() else str(self.read_status().get("state", "?"))
 
 
+def _lowest(scores: dict[int, float]) -> int | None:
+    """The step with the lowest score (the earlier one on a tie), or None."""
+    return min(scores, key=lambda step: (scores[step], step)) if scores else None
+
+
 def _safe_name(name: str) -> str:
     cleaned = re.sub(r"[^\w.-]+", "-", name).strip(".-")
     return cleaned or "run"
@@ -170,13 +234,25 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunFolder]:
     return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's newest complete checkpoint; ValueError when there is none.
+def resolve_checkpoint(path: str | Path, *, best: bool = False) -> Path:
+    """A checkpoint file, or a run folder's newest complete checkpoint (``best``: its best one); ValueError when
+    there is none.
 
     For a run folder, a newest file that is not a complete checkpoint (cut short by a full disk or a
     copy, outside this app's atomic writes) is passed over with a warning, never deleted.
     """
     path = Path(path).expanduser()
+    if best:
+        if not path.is_dir():
+            raise ValueError(f"The best checkpoint is a run folder's: give a run folder, not {path}")
+        chosen = RunFolder(path).best_checkpoint()
+        if chosen is None:
+            raise ValueError(f"Run folder {path} has no checkpoint with a validation loss yet (runs record it "
+                             "from this version on); leave out --best to use its newest checkpoint")
+        problem = _incomplete(chosen.path)
+        if problem is not None:
+            raise ValueError(f"The best checkpoint {chosen.path} cannot be used: {problem}")
+        return chosen.path
     if path.is_dir():
         run = RunFolder(path)
         found = run.checkpoints()
@@ -193,6 +269,46 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise ValueError(f"No checkpoint or run folder at {path}")
     return path
+
+
+class CannotContinue(ValueError):
+    """A run cannot be continued; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How to continue the run in ``run``: from ``checkpoint``, or, when it has none (it stopped or crashed
+    before its first one), from step 0 with its saved ``settings`` (a RunConfig), in the same folder."""
+
+    run: RunFolder
+    checkpoint: Path | None
+    settings: Any = None
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.checkpoint is None
+
+
+def plan_continue(path: str | Path) -> Continuation:
+    """What "Continue" means for the run folder ``path``; :class:`CannotContinue` with what to do otherwise."""
+    from ddpm_studio.services import config as config_mod  # local: config imports nothing heavy, but keep it lazy
+
+    run = RunFolder(Path(path).expanduser())
+    if not run.path.is_dir():
+        raise CannotContinue(f"No run folder at {run.path}")
+    if run.checkpoints():
+        return Continuation(run, resolve_checkpoint(run.path))
+    if not run.config_path.exists():
+        raise CannotContinue(f"{run.path} is not a run folder: it has no checkpoint and no settings (config.toml). "
+                             "Start a new run instead")
+    try:
+        settings = config_mod.check(config_mod.load_config_file(run.config_path, saved_run=True))
+    except config_mod.ConfigError as exc:
+        raise CannotContinue(
+            f"Run {run.name} has no checkpoint yet, so it would start again from step 0, but its settings "
+            f"({run.config_path}) cannot be used: {'; '.join(exc.errors)}. Fix that file, or start a new run "
+            "with the settings you want (nothing of this run is lost: it has no trained weights)") from None
+    return Continuation(run, None, settings)
 
 
 def _incomplete(path: Path) -> str | None:

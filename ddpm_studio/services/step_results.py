@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,12 +80,14 @@ class StepResult:
 class PendingSteps:
     """Steps run but not yet read by the host; ``deferred=False`` makes every step due at once (the CPU's way)."""
 
-    def __init__(self, *, deferred: bool, every_seconds: float | None = None, every_steps: int | None = None) -> None:
+    def __init__(self, *, deferred: bool, every_seconds: float | None = None, every_steps: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.deferred = deferred
+        self.clock = clock  # the training loop's time source (its tests give it a fake one)
         self.every_seconds = READ_EVERY_SECONDS if every_seconds is None else every_seconds
         self.every_steps = READ_EVERY_STEPS if every_steps is None else every_steps
         self._steps: list[tuple[int, Tensor, Tensor, Tensor, float]] = []
-        self.started: float | None = None  # perf_counter when the first of the pending steps began
+        self.started: float | None = None  # clock time when the first of the pending steps began
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -92,7 +95,7 @@ class PendingSteps:
     def begin_step(self) -> None:
         """Call before running a step: the time the steps of the next read began."""
         if self.started is None:
-            self.started = time.perf_counter()
+            self.started = self.clock()
 
     def add(self, step: int, loss: Tensor, bucket_sums: Tensor, bucket_counts: Tensor, lr: float) -> None:
         self._steps.append((step, loss, bucket_sums, bucket_counts, lr))
@@ -101,7 +104,7 @@ class PendingSteps:
         """Whether the host should read now for pace's sake (events that need the results read regardless)."""
         if not self.deferred or len(self._steps) >= self.every_steps:
             return True
-        return self.started is not None and time.perf_counter() - self.started >= self.every_seconds
+        return self.started is not None and self.clock() - self.started >= self.every_seconds
 
     def read(self) -> tuple[list[StepResult], float]:
         """Every pending step's results (one device-to-host copy) and the wall time they took since ``begin_step``."""
@@ -114,6 +117,6 @@ class PendingSteps:
         buckets = (width - 1) // 2
         results = [StepResult(step, float(row[0]), row[1 : 1 + buckets], row[1 + buckets :], lr)
                    for (step, *_rest, lr), row in zip(self._steps, rows, strict=True)]
-        seconds = time.perf_counter() - (self.started if self.started is not None else time.perf_counter())
+        seconds = self.clock() - (self.started if self.started is not None else self.clock())
         self._steps, self.started = [], None
         return results, seconds

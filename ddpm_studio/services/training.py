@@ -3,7 +3,10 @@
 ``TrainingSession(cfg, ...).steps()`` sets up (data, model, optimizer, EMA), then yields a
 ``TrainProgress`` per optimisation step and occasional previews and checkpoints. Pause,
 resume and stop arrive through a :class:`RunControl` from any thread and act between
-steps; stop (or closing the generator) writes a checkpoint first. A non-finite loss or
+steps, as do "sample now" and "checkpoint now" (served at once while paused, the run staying
+paused); stop (or closing the generator) writes a checkpoint first. Previews are kept to a
+share of the run's time (see :mod:`loop_timing`), and every checkpoint is scored by its EMA
+weights' validation loss, which picks the run's best checkpoint. A non-finite loss or
 gradient stops the run before the optimizer applies it, so the last checkpoint stays good.
 On a single CUDA GPU the host reads the steps' results in batches instead of after every
 step, and a non-finite step is refused on the device (see :mod:`ddpm_studio.services.step_results`).
@@ -41,7 +44,7 @@ from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
 from ddpm_studio.services.checkpointing import Checkpointer
 from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
-from ddpm_studio.services.control import RunControl
+from ddpm_studio.services.control import CHECKPOINT, PREVIEW, RunControl
 from ddpm_studio.services.distributed import Distributed, start
 from ddpm_studio.services.events import (
     CheckpointFailed,
@@ -54,9 +57,10 @@ from ddpm_studio.services.events import (
     Status,
     TrainProgress,
 )
+from ddpm_studio.services.loop_timing import ActiveClock, PreviewCadence, Throughput
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
-from ddpm_studio.services.runs import RunFolder
+from ddpm_studio.services.runs import RunFolder, default_run_name, plan_continue
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
 
@@ -64,6 +68,13 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: While training, run.json's step is brought up to date this often (seconds), so the Runs list shows it.
+STATUS_EVERY_SECONDS = 10.0
+#: The ETA adds the share of time previews and checkpoints take once the run has gone on this long (seconds).
+SIDE_WORK_MIN_SECONDS = 30.0
 
 
 def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
@@ -148,16 +159,28 @@ class TrainingSession:
         self.distributed = distributed
         self.dist = Distributed()
         self._stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
-        self._pending = PendingSteps(deferred=False)  # steps run but not yet read by the host (see _setup)
+        self.clock = time.perf_counter  # the loop's time source (tests give it a fake one)
+        self._pending = PendingSteps(deferred=False, clock=self._now)  # steps run but not yet read by the host (see _setup)
         self._refused: RefusedSteps | None = None  # on a GPU: the device-side record of a refused step
         self._resident_images: torch.Tensor | bool | None = None  # the data set on the GPU (False: it does not fit)
         self._last_loss: float | None = None
         self._last_lr = 0.0
-        self._step_time: float | None = None
+        self._restart: RunFolder | None = None  # resume_from is a run folder with no checkpoint: start it again
 
     # ------------------------------------------------------------------ setup
-    def _load_resume(self) -> dict[str, Any]:
+    def _load_resume(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, checked; None when a run folder without one starts again from step 0."""
         assert self.resume_from is not None
+        if self.resume_from.is_dir():  # a run folder: its newest checkpoint, or its saved settings from step 0
+            try:
+                plan = plan_continue(self.resume_from)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
+            if plan.from_scratch:
+                self._restart = plan.run
+                self.cfg = config_mod.from_dict(self.overrides, base=plan.settings) if self.overrides else plan.settings
+                return None
+            self.resume_from = plan.checkpoint
         ckpt = load_checkpoint(self.resume_from)
         from ddpm_studio.services.checkpoint_check import check_checkpoint
 
@@ -210,10 +233,16 @@ class TrainingSession:
             self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
         except ConditioningError as exc:
             raise TrainingError(str(exc)) from None
-        if self.resume_from and self.resume_from.parent.name == "checkpoints":
-            self.run = RunFolder(self.resume_from.parent.parent)  # continue in the run's own folder
+        if self._restart is not None:
+            self.run = self._restart  # a run with no checkpoint starts again in its own folder
+            message = f"Run {self.run.name} has no checkpoint yet: starting it again from step 0 with its saved settings"
+            log.info(message)
+            yield Status(message)
+        elif ckpt is not None and self.resume_from.parent.name == "checkpoints":  # type: ignore[union-attr]
+            self.run = RunFolder(self.resume_from.parent.parent)  # type: ignore[union-attr]  # continue in its folder
         else:
-            self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, self.run_name).path) if main else None))
+            name = self.run_name or default_run_name(cfg.data.source, cfg.data.data_path)
+            self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, name).path) if main else None))
         if main:
             config_mod.save_config_file(cfg, self.run.config_path)
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
@@ -233,7 +262,7 @@ class TrainingSession:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                            foreach=not fused, fused=fused or None)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
-        self._pending = PendingSteps(deferred=deferred)
+        self._pending = PendingSteps(deferred=deferred, clock=self._now)
         self._refused = RefusedSteps(dev) if deferred and not self.scaler.is_enabled() else None
         self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
         cursor = None
@@ -248,8 +277,8 @@ class TrainingSession:
                                    rank=self.dist.rank, world=self.dist.world, cursor=cursor)
         self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main,
                                         wandb=cfg.schedule.wandb and main, config=config_mod.to_dict(cfg))
-        if ckpt is not None and main:
-            self.training_log.truncate_after(self.step)
+        if (ckpt is not None or self._restart is not None) and main:
+            self.training_log.truncate_after(self.step)  # a re-trained stretch is not logged twice
         self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,
                                    num_classes=len(self.class_names)) if main else None
         self._status(state="running", pid=os.getpid(), step=self.step, total_steps=cfg.optim.total_steps)
@@ -257,7 +286,7 @@ class TrainingSession:
             run_dir=str(self.run.path), step=self.step, total_steps=cfg.optim.total_steps, device=str(dev),
             device_reason=self.device.reason, parameters=parameter_count(self.model), dataset=self.data.description,
             num_images=len(self.data), effective_batch=cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum,
-            resumed_from=str(self.resume_from) if self.resume_from else None,
+            resumed_from=str(self.resume_from) if ckpt is not None else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
             class_names=tuple(self.class_names), precision=self.device.precision_name,
             warnings=tuple(warnings), device_check=self.device_check,
@@ -413,7 +442,7 @@ class TrainingSession:
         return self._stop_agreed if self.dist.enabled else self.control.stop_requested
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_payload(self, recent_loss: float | None) -> dict[str, Any]:
+    def _checkpoint_payload(self, recent_loss: float | None, val_loss: float | None = None) -> dict[str, Any]:
         assert self.cfg is not None
         refused = self._refused.first_refused() if self._refused is not None else None
         if refused is not None:  # never save a state after a refused step (the weights are frozen before it)
@@ -426,7 +455,7 @@ class TrainingSession:
             "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
             "data": self.batches.cursor.global_state(self.dist.world), "created": time.time(),
-            "metrics": {"loss": recent_loss}, "dataset": self.data.description,
+            "metrics": {"loss": recent_loss, "val_loss": val_loss}, "dataset": self.data.description,
             "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
         }
         if self.scaler.is_enabled():
@@ -435,11 +464,28 @@ class TrainingSession:
 
     def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
         """Write the current state (see :class:`Checkpointer` for what happens when that fails)."""
-        return self.checkpointer.save(self.step, self._checkpoint_payload(recent_loss))
+        val_loss = self._checkpoint_val_loss()
+        return self.checkpointer.save(self.step, self._checkpoint_payload(recent_loss, val_loss), val_loss=val_loss)
 
     def _save(self, recent_loss: float | None = None) -> Iterator[Any]:
         """Save, pausing for a retry on failure; returns the last CheckpointSaved / CheckpointFailed."""
-        return (yield from self.checkpointer.save_retrying(self.step, lambda: self._checkpoint_payload(recent_loss)))
+        val_loss = self._checkpoint_val_loss()
+        event = yield from self.checkpointer.save_retrying(
+            self.step, lambda: self._checkpoint_payload(recent_loss, val_loss), val_loss=val_loss)
+        if hasattr(self, "_active"):
+            self._last_ckpt_at = self._active()
+        return event
+
+    def _checkpoint_val_loss(self) -> float | None:
+        """The validation loss of the EMA weights (those samples come from) on the preview's fixed held-out batch:
+        one forward pass, so every checkpoint is scored, whatever the preview cadence; it picks the best one."""
+        if getattr(self, "previewer", None) is None:
+            return None
+        t0 = self.clock()
+        value = self.previewer.validation_loss(self.ema.model)  # type: ignore[union-attr]
+        if hasattr(self, "_cadence"):
+            self._cadence.spent(self.clock() - t0, self._active(), preview=False)
+        return value if math.isfinite(value) else None
 
     # ------------------------------------------------------------------ requests from other threads
     def snapshot(self) -> Future[LoadedModel]:
@@ -518,9 +564,13 @@ class TrainingSession:
             self.dist.close()
             self.control.close()  # requests still pending are served now; later ones on their caller's thread
 
+    def _now(self) -> float:
+        return self.clock()
+
     def _read_pending(self) -> Iterator[Any]:
         """Read the steps run since the last read (one host sync) and yield a TrainProgress for each.
 
+        On the CPU that is every step; on a GPU a batch of steps, whose wall time is shared among them.
         Raises TrainingError at a step the device refused (see :class:`RefusedSteps`), after reporting the
         good steps before it, as the step-by-step check does.
         """
@@ -529,67 +579,65 @@ class TrainingSession:
         results, seconds = self._pending.read()
         refused = self._refused.first_refused() if self._refused is not None and results else None
         total_steps = cfg.optim.total_steps
-        images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
+        speed = self._speed
         for result in results:
             if refused is not None and result.step >= refused[0]:
                 raise TrainingError(non_finite_message(*refused))
-            dt = seconds / len(results)
-            self._step_time = dt if self._step_time is None else 0.9 * self._step_time + 0.1 * dt
+            speed.add(seconds / len(results))
             self.training_log.add_step(result.loss, result.bucket_sums, result.bucket_counts)
             self._last_loss, self._last_lr = result.loss, result.lr
-            yield TrainProgress(result.step, total_steps, result.loss, result.lr, images_per_step / self._step_time,
-                                self._step_time * (total_steps - result.step), time.perf_counter() - self._loop_start)
+            now = self._active()
+            yield TrainProgress(result.step, total_steps, result.loss, result.lr, speed.images_per_sec,
+                                speed.eta(total_steps - result.step, _side_work_share(now - self._warm_up_done, speed)),
+                                now)
 
     def _loop(self) -> Iterator[Any]:
+        """Train to ``total_steps``, serving pause / resume / stop and the sample-now / checkpoint-now requests
+        between steps, with previews and checkpoints on their cadence (see :mod:`loop_timing`)."""
         cfg = self.cfg
         assert cfg is not None and self.run is not None
         sc, total_steps = cfg.schedule, cfg.optim.total_steps
         images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
         main = self.dist.is_main  # only rank 0 logs, previews and checkpoints
-        start = self._loop_start = time.perf_counter()
-        last_preview_t = last_ckpt_t = start
+        self._active = clock = ActiveClock(self.clock)
+        self._cadence = PreviewCadence(sc.preview_every, sc.preview_minutes * 60, sc.preview_budget)
+        self._speed = speed = Throughput(images_per_step)
+        self._last_ckpt_at = last_status_at = clock()
         if main and self.step == 0 and sc.preview_every:
-            yield self.previewer.preview(self.ema.model, self.model, self.step)
+            yield from self._preview()
+        self._warm_up_done = clock()  # the step-0 preview is a one-off, not part of the run's steady side work
         while self.step < total_steps:
+            if self.control.has_requests:
+                yield from self._read_pending()  # a preview or checkpoint shows the steps run so far
+                yield from self._serve_requests(self._last_loss)
             if self.control.paused and not self.control.stop_requested:
                 yield from self._read_pending()
-                self._status(state="paused", step=self.step)
-                yield RunPaused(self.step)
-                self.control.wait_resumed()
-                self._status(state="running", step=self.step)
-                if not self.control.stop_requested:
-                    yield RunResumed(self.step)
+                yield from self._while_paused(self._last_loss)
             if self._stop_requested():
                 break
             self._pending.begin_step()
             self._pending.add(self.step + 1, *self._train_step())
-            now = time.perf_counter()
+            now = clock()
             log_due = main and (self.step % sc.log_every == 0 or self.step == total_steps)
-            preview_due = main and bool((sc.preview_every and self.step % sc.preview_every == 0) or (
-                sc.preview_minutes and now - last_preview_t >= sc.preview_minutes * 60))
+            status_due = main and now - last_status_at >= STATUS_EVERY_SECONDS  # the Runs list shows the real step
+            preview_due = main and self._cadence.due(self.step, now)
             checkpoint_due = main and bool((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
-                sc.checkpoint_minutes and now - last_ckpt_t >= sc.checkpoint_minutes * 60))
-            if not (log_due or preview_due or checkpoint_due or self._pending.due() or self.step == total_steps
-                    or self.control.paused or self.control.stop_requested):
+                sc.checkpoint_minutes and now - self._last_ckpt_at >= sc.checkpoint_minutes * 60))
+            if not (log_due or status_due or preview_due or checkpoint_due or self._pending.due()
+                    or self.step == total_steps or self.control.paused or self.control.stop_requested
+                    or self.control.has_requests):
                 continue  # on a GPU: queue the next step while this one runs; a later read reports both
             yield from self._read_pending()
             loss, lr = self._last_loss, self._last_lr
-            elapsed = time.perf_counter() - start
-            assert self._step_time is not None
-
             if log_due:
-                yield MetricsLogged(self.training_log.interval_record(self.step, lr, images_per_step / self._step_time,
-                                                                      elapsed))
+                yield MetricsLogged(self.training_log.interval_record(self.step, lr, speed.images_per_sec, clock()))
+            if status_due:
+                self._status(step=self.step)
+                last_status_at = now
             if preview_due:
-                preview = self.previewer.preview(self.ema.model, self.model, self.step)
-                last_preview_t = time.perf_counter()
-                if preview.val_loss is not None:
-                    yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
-                self.training_log.preview_image(preview.image, self.step)
-                yield preview
+                yield from self._preview()
             if checkpoint_due:
                 yield from self._save(loss)
-                last_ckpt_t = time.perf_counter()
 
         yield from self._read_pending()  # stopped between reads: report (and check) the last steps before saving
         checkpoint = None
@@ -603,3 +651,52 @@ class TrainingSession:
         self._status(state=reason, step=self.step)
         self.dist.barrier()  # every rank finishes after rank 0's last checkpoint is on disk
         yield RunFinished(self.step, reason, checkpoint)
+
+    def _preview(self) -> Iterator[Any]:
+        """A preview of the EMA model with the validation loss; its cost is charged to the preview budget."""
+        t0 = self.clock()
+        preview = self.previewer.preview(self.ema.model, self.model, self.step)  # type: ignore[union-attr]
+        self.training_log.preview_image(preview.image, self.step)
+        self._cadence.spent(self.clock() - t0, self._active())
+        if preview.val_loss is not None:
+            yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
+        yield preview
+
+    def _serve_requests(self, loss: float | None) -> Iterator[Any]:
+        """Serve "sample now" / "checkpoint now" (from the GUI's buttons or the CLI's signals) between steps."""
+        requests = self.control.take_requests()
+        if not self.dist.is_main:  # under torchrun rank 0 alone previews and saves
+            return
+        if PREVIEW in requests:
+            log.info("Preview at step %d, as asked", self.step)
+            yield from self._preview()
+        if CHECKPOINT in requests:
+            log.info("Checkpoint at step %d, as asked", self.step)
+            yield from self._save(loss)
+
+    def _while_paused(self, loss: float | None) -> Iterator[Any]:
+        """Wait for resume or stop; requests made meanwhile are served at once, and the run stays paused."""
+        self._status(state="paused", step=self.step)
+        log.info("Paused at step %d", self.step)
+        self._active.pause_started()
+        yield RunPaused(self.step)
+        while True:
+            self.control.wait_while_paused()
+            if self.control.has_requests and not self.control.stop_requested:
+                yield from self._serve_requests(loss)
+            if not self.control.paused or self.control.stop_requested:
+                break
+        self._active.pause_ended()
+        self._status(state="running", step=self.step)
+        if not self.control.stop_requested:
+            log.info("Resumed at step %d", self.step)
+            self._cadence.resumed(self._active())
+            yield RunResumed(self.step)
+
+
+def _side_work_share(active_seconds: float, speed: Throughput) -> float:
+    """The share of the run's active time not spent in training steps (previews, validation, checkpoints,
+    logging), once there is enough of a run to tell; the ETA adds it to the training time still to come."""
+    if active_seconds < SIDE_WORK_MIN_SECONDS or active_seconds <= 0:
+        return 0.0
+    return max(0.0, 1.0 - speed.train_seconds / active_seconds)

@@ -21,7 +21,8 @@ TINY = {
     "optim": {"batch_size": 8, "total_steps": 100_000, "warmup_steps": 2, "lr": 1e-3, "device": "cpu",
               "mixed_precision": "off"},
     "schedule": {"preview_every": 3, "preview_minutes": 0.0, "preview_steps": 5, "preview_images": 4,
-                 "checkpoint_every": 0, "checkpoint_minutes": 0.0, "log_every": 2, "keep_last": 3},
+                 "checkpoint_every": 0, "checkpoint_minutes": 0.0, "log_every": 2, "keep_last": 3,
+                 "preview_budget": 1.0},  # previews at their exact steps (not spaced out by the time budget)
 }
 
 

@@ -17,7 +17,7 @@ def tiny_cfg():
             "diffusion": {"timesteps": 100},
             "optim": {"batch_size": 8, "total_steps": 10, "warmup_steps": 2, "lr": 1e-3, "device": "cpu"},
             "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0, "log_every": 2,
-                         "preview_steps": 5, "preview_images": 4},
+                         "preview_steps": 5, "preview_images": 4, "preview_budget": 1.0},  # previews at their exact steps
         }
         for name, values in sections.items():
             base.setdefault(name, {}).update(values)

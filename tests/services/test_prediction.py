@@ -62,7 +62,7 @@ def v_run(tmp_path_factory):
         "diffusion": {"timesteps": 50, "prediction": "v"},
         "optim": {"batch_size": 8, "total_steps": 3, "device": "cpu"},
         "schedule": {"preview_every": 2, "preview_steps": 3, "preview_images": 2, "checkpoint_every": 0,
-                     "checkpoint_minutes": 0, "log_every": 1},
+                     "checkpoint_minutes": 0, "log_every": 1, "preview_budget": 1.0},
     }))
     events = collect(TrainingSession(cfg, runs_dir=base, run_name="v"))
     return events, RunFolder(base / "v").latest_checkpoint().path
