@@ -23,12 +23,12 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     qtbot.keyClicks(editor, "0")
     assert not start.isEnabled()
     reason = w.run_controls.reason
-    assert reason.isVisible() and "Batch size must be between 1 and 4096" in reason.text()
+    assert reason.isVisible() and "Batch size must be between 1 and 4096" in reason.full_text()
     assert "Batch size" in w.settings_panel.error_label.text() and w.settings_panel.error_label.isVisible()
     assert editor.styleSheet()  # the field itself is marked
     editor.selectAll()
     qtbot.keyClicks(editor, "abc")
-    assert "Batch size must be a whole number" in reason.text()
+    assert "Batch size must be a whole number" in reason.full_text()
     editor.selectAll()
     qtbot.keyClicks(editor, "16")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
@@ -38,11 +38,11 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     # A check that needs the U-Net layout (runs off the GUI thread): base channels must be a multiple of 32.
     base = w.settings_panel.field_editor("model", "base_channels")
     qtbot.keyClicks(base, "48")
-    qtbot.waitUntil(lambda: not start.isEnabled() and "multiple of 32" in reason.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not start.isEnabled() and "multiple of 32" in reason.full_text(), timeout=WAIT)
     base.clear()
     qtbot.keyClicks(base, "64")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
-    qtbot.waitUntil(lambda: "M parameters" in w.settings_panel.estimate_label.text(), timeout=WAIT)  # comes second
+    qtbot.waitUntil(lambda: "M parameters" in w.settings_panel.estimate_label.full_text(), timeout=WAIT)  # comes second
 
 
 def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) 
     qtbot.waitUntil(lambda: w.dataset_panel.summary is not None, timeout=WAIT)
     status = w.dataset_panel.status
     assert status.isVisible() and "No images found" in status.text() and "empty" in status.text()
-    qtbot.waitUntil(lambda: "No images found" in w.run_controls.reason.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: "No images found" in w.run_controls.reason.full_text(), timeout=WAIT)
     assert not w.run_controls.action("start").isEnabled()
 
     # A folder with only non-images says so and lists each skipped file with its reason.
