@@ -78,3 +78,46 @@ def test_settings_fields_stay_put_when_problems_come_and_go(app_handle, qtbot) -
     qtbot.waitUntil(lambda: "Model size unknown" in panel.estimate_label.toolTip() + panel.estimate_label.text(), timeout=WAIT)
     assert LONG_PROBLEM in panel.error_label.text()
     assert where() == before
+
+
+RUN_NAME = "run-20261201-012752"
+
+
+def test_runs_table_shows_whole_run_names_or_elides_them_in_the_middle(app_handle, qtbot) -> None:
+    """main: the Runs table showed "run-20261…" (the part that tells runs apart was cut)."""
+    from PySide6.QtCore import Qt
+
+    from ddpm_studio.gui.views.protocols import RunRow
+
+    w = app_handle.window
+    w.resize(1280, 800)
+    w.docks["runs"].raise_()
+    table = w.runs_panel.table
+    rows = [RunRow(f"/runs/{RUN_NAME[:-1]}{i}", RUN_NAME[:-1] + str(i), state, 12_345, 20_000, 12_000, 1.8e9)
+            for i, state in enumerate(("stopped", "interrupted", "completed"))]
+    w.runs_panel.set_runs("/runs", rows)
+    qtbot.wait(50)
+    assert table.textElideMode() == Qt.TextElideMode.ElideMiddle  # if ever too narrow, the end (the time) shows
+    name_width = max(table.fontMetrics().horizontalAdvance(r.name) for r in rows)
+    assert table.columnWidth(0) >= name_width + 8, (table.columnWidth(0), name_width)
+    assert table.horizontalHeader().length() <= table.viewport().width()  # every column inside the panel
+    assert RUN_NAME[:-1] + "0" in table.item(0, 0).toolTip()
+
+
+def test_the_generate_model_choice_shows_the_step(app_handle, qtbot) -> None:
+    """main: "run-20261201-012752 · step" (the step cut off) in 25-generate-tab.png."""
+    from PySide6.QtWidgets import QStyle, QStyleOptionComboBox
+
+    w = app_handle.window
+    w.resize(1280, 800)
+    w.show_generate()
+    label = f"{RUN_NAME} · step 12,000"
+    w.generate_panel.set_sources([(label, f"/runs/{RUN_NAME}/checkpoints/step_00012000.pt")])
+    qtbot.wait(50)
+    combo = w.generate_panel.source
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    assert field.width() >= combo.fontMetrics().horizontalAdvance(label), (field.width(), label)
+    assert right_edge_in(combo, w) <= w.width()

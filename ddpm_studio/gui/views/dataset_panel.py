@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMenu,
     QPushButton,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -66,9 +65,8 @@ class DatasetPanel(QWidget):
         self.path_edit.editingFinished.connect(self._on_path_edited)
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self.browseRequested)
-        self.recent_button = QToolButton()
-        self.recent_button.setText("Recent")
-        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_button = QPushButton("Recent")  # a push button's size includes its menu arrow (a tool button's
+        self.recent_button.setToolTip("Folders you trained on before")  # arrow was drawn over the text)
         self.recent_menu = QMenu(self)
         self.recent_button.setMenu(self.recent_menu)
         row.addWidget(self.path_edit, 1)

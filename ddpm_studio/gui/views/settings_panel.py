@@ -148,7 +148,8 @@ class SettingsPanel(QWidget):
         """The full validation's verdict, in its fixed box above the form (and marked on the fields it names)."""
         if errors:
             self.error_label.setStyleSheet(f"color: {ERROR_COLOUR};")
-            self.error_label.setText("<b>Cannot start:</b><br>" + "<br>".join(f"• {_escape(e)}" for e in errors))
+            first, *more = errors
+            self.error_label.setText(f"<b>Cannot start:</b> {_escape(first)}" + "".join(f"<br>• {_escape(e)}" for e in more))
             self.error_label.setToolTip("\n".join(errors))
         else:
             self.error_label.setStyleSheet(f"color: {READY_COLOUR};")
