@@ -45,7 +45,7 @@ class Studio(QObject):
         self.torch_ready = False
         self._closing = False
         self.tasks = BackgroundTasks(self)
-        ask = dialogs.QtDialogs(w)
+        ask = dialogs.QtDialogs(w, prefs)
         w.log_panel.attach(*map(logging.getLogger, LOGGERS))
 
         self.training = TrainingPresenter(w.run_controls, w.loss_plot, w.trajectory, w.status, ask, runs_dir=prefs.runs_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -112,8 +111,8 @@ class SettingsPresenter(QObject):
         if self._read_only:  # (the menu's Choose data folder… while a run is active)
             return
         recent = self.prefs.recent_folders()
-        start = self.cfg.data.data_path or (recent[0] if recent else str(Path.home()))
-        folder = self.dialogs.choose_directory("Choose a folder of images", start)
+        folder = self.dialogs.choose_directory("Choose a folder of images", "data_folder",
+                                               self.cfg.data.data_path or (recent[0] if recent else ""))
         if folder:
             self.choose_folder(folder)
 
@@ -239,7 +238,8 @@ class SettingsPresenter(QObject):
     # -- files ----------------------------------------------------------------------------------------
     def load_file(self, path: str | None = None) -> bool:
         """Settings from a TOML or JSON file (a dialog asks which when ``path`` is None); False if none was loaded."""
-        path = path or self.dialogs.choose_open_file("Load settings", "", "Config files (*.toml *.json);;All files (*)")
+        path = path or self.dialogs.choose_open_file("Load settings", "settings_file",
+                                                     "Config files (*.toml *.json);;All files (*)")
         try:
             cfg = config_mod.load_config_file(path, base=self.cfg) if path else None
         except config_mod.ConfigError as exc:
@@ -252,7 +252,8 @@ class SettingsPresenter(QObject):
 
     def save_file(self, path: str | None = None) -> bool:
         """The settings as a TOML file (usable with ``ddpm-studio train --config``); False if not saved."""
-        path = path or self.dialogs.choose_save_file("Save settings", "ddpm-run.toml", "TOML files (*.toml)")
+        path = path or self.dialogs.choose_save_file("Save settings", "settings_file", "ddpm-run.toml",
+                                                     "TOML files (*.toml)")
         if not path:
             return False
         try:
