@@ -109,7 +109,11 @@ class Studio(QObject):
             box.setChecked(p.get_bool(f"plot/{key}", box.isChecked()))
         cfg = p.last_config() or default_config()
         if cfg.data.source == "folder" and cfg.data.data_path and not os.path.isdir(cfg.data.data_path):
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="demo"))  # the folder is gone
+            # The folder is gone: the demo shapes, saying so, and no stale path in the Folder field.
+            w.status.show_message(f"Your last session's data folder {cfg.data.data_path} no longer exists: using the "
+                                  "built-in demo shapes", 30_000)
+            log.warning("Data folder %s no longer exists; using the demo shapes", cfg.data.data_path)
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="demo", data_path=""))
         self.settings.set_config(cfg)
         self.generate.set_sample_config(p.last_sample_config() or SampleConfig())
 
