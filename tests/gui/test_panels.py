@@ -223,3 +223,17 @@ def test_a_folder_gone_since_the_last_session_is_not_shown_as_the_dataset(qtbot,
     finally:
         handle.window.close()
         handle.window.deleteLater()
+
+
+def test_sizes_typed_in_settings_do_not_pile_up_in_the_dataset_panel(qtbot) -> None:
+    """main: each size typed (2, 25, 250, 2500 …) stayed in the Image size list, and choosing one drew the demo there."""
+    from ddpm_studio.gui.views.dataset_panel import SIZES, DatasetPanel
+
+    panel = DatasetPanel()
+    qtbot.addWidget(panel)
+    for size in (2, 25, 250, 2500, 40):
+        panel.set_data(c.DataConfig(image_size=size))
+        assert panel.data_values()["image_size"] == size
+    assert panel.size.count() == len(SIZES) + 1
+    panel.set_data(c.DataConfig(image_size=64))
+    assert panel.size.count() == len(SIZES)

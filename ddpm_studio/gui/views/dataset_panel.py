@@ -149,6 +149,8 @@ class DatasetPanel(QWidget):
             w.blockSignals(True)
         try:
             self.source.setCurrentIndex(max(0, self.source.findData(data.source)))
+            while self.size.count() > len(SIZES):  # one slot for a size typed in Settings, not one per keystroke
+                self.size.removeItem(len(SIZES))
             if self.size.findData(data.image_size) < 0:
                 self.size.addItem(f"{data.image_size} × {data.image_size}", data.image_size)
             self.size.setCurrentIndex(self.size.findData(data.image_size))
