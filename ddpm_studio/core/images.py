@@ -24,17 +24,28 @@ Rules, in order:
    (Lanczos when shrinking, with Pillow's ``reduce`` pre-pass; bicubic when enlarging).
 
 Truncated files are errors: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone.
+
+Warnings: a file that decodes but deserves a word is *used*, with one short sentence per problem
+(:attr:`DecodedImage.warnings`; :func:`load_image` logs each as one line naming the file). Two kinds:
+
+* more pixels than Pillow's decompression-bomb threshold (``Image.MAX_IMAGE_PIXELS``, ~89 MP by default)
+  but within :data:`MAX_PIXELS`: a real 100 MP photo is a legitimate training image, so it is used, and
+  the warning says it is slow to decode (Pillow would only have warned, and we silenced that);
+* Pillow's warnings while parsing metadata (``UserWarning: Corrupt EXIF data…``), which used to reach the
+  terminal raw: they become "corrupt EXIF data (ignored: …)".
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import stat
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -71,8 +82,22 @@ _FILE_KINDS: tuple[tuple[object, str], ...] = (
 )
 
 
+logger = logging.getLogger(__name__)
+
+
 class ImageDecodeError(Exception):
     """A file could not be turned into an image; ``str(err)`` is the reason for the user."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """What :func:`decode_image` made of a file: the pixels, the warnings it deserves, and the original's header."""
+
+    pixels: np.ndarray  # (channels, size, size) uint8
+    warnings: tuple[str, ...]  # short sentences, e.g. "corrupt EXIF data (ignored: …)"
+    width: int
+    height: int
+    mode: str
 
 
 def display_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
@@ -152,17 +177,45 @@ def _pixel_limit() -> int:
     return MAX_PIXELS
 
 
-def _open_image(fp: io.BufferedReader) -> Image.Image:
-    """Parse the header and refuse oversized images before any pixel is decoded."""
-    with _OPEN_LOCK, warnings.catch_warnings():
-        # We enforce MAX_PIXELS ourselves right below; Pillow's softer threshold is redundant.
+def _pillow_warning(message: str) -> str:
+    """One of Pillow's warnings as our one-line sentence."""
+    text = " ".join(message.split())
+    if "exif" in text.lower():
+        detail = re.sub(r"^(possibly )?corrupt exif data\.?\s*", "", text, flags=re.IGNORECASE).rstrip(". ")
+        return "corrupt EXIF data, ignored (the image is used unrotated)" + (f": {detail}" if detail else "")
+    return f"Pillow warned: {text}"
+
+
+@contextlib.contextmanager
+def _pillow_warnings(notes: list[str]) -> object:
+    """Collect Pillow's warnings into ``notes`` instead of the terminal. Warning filters are process-wide and
+    not thread-safe, so these sections are serialised (headers and metadata only, never pixel decoding)."""
+    with _OPEN_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # We enforce MAX_PIXELS ourselves and say when Pillow's softer threshold is passed (_open_image).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            for item in caught:
+                note = _pillow_warning(str(item.message))
+                if note not in notes:
+                    notes.append(note)
+
+
+def _open_image(fp: io.BufferedReader, notes: list[str]) -> Image.Image:
+    """Parse the header and refuse oversized images before any pixel is decoded."""
+    with _pillow_warnings(notes):
         im = Image.open(fp)
     width, height = im.size
     if width * height > _pixel_limit():
         raise ImageDecodeError(f"image too large ({_megapixels(width * height)} megapixels)")
     if width < 1 or height < 1:
         raise ImageDecodeError("image has zero width or height")
+    bomb = Image.MAX_IMAGE_PIXELS
+    if bomb is not None and width * height > bomb:
+        notes.append(f"very large image ({_megapixels(width * height)} megapixels, over Pillow's decompression-bomb "
+                     f"warning limit of {_megapixels(int(bomb))} MP): used, but slow to decode (a smaller copy loads faster)")
     return im
 
 
@@ -264,13 +317,13 @@ def _reduce_early(im: Image.Image, image_size: int) -> Image.Image:
     return im
 
 
-def _decode(im: Image.Image, image_size: int, channels: int) -> np.ndarray:
+def _decode(im: Image.Image, image_size: int, channels: int, notes: list[str]) -> np.ndarray:
     # Image.open leaves animated GIF/WebP/TIFF on frame 0; never ask n_frames (scans the file).
     if im.format == "JPEG" and min(im.size) >= 4 * image_size:
         # DCT-domain downscale (1/2 .. 1/8) while keeping >= 2x the target for a clean resample.
         im.draft(im.mode, (2 * image_size, 2 * image_size))
     im.load()
-    with contextlib.suppress(Exception):  # malformed EXIF must not lose an otherwise fine image
+    with contextlib.suppress(Exception), _pillow_warnings(notes):  # malformed EXIF must not lose a fine image
         ImageOps.exif_transpose(im, in_place=True)
     im = _reduce_early(im, image_size)
     small = _resize_center_square(to_8bit(im, channels), image_size)
@@ -301,8 +354,8 @@ def _reason(exc: BaseException, fp: io.BufferedReader) -> str:
     return f"corrupt or unsupported image ({detail})"
 
 
-def load_image(path: str | os.PathLike[str], image_size: int, channels: int) -> np.ndarray:
-    """-> uint8 array (channels, image_size, image_size). Raises ImageDecodeError.
+def decode_image(path: str | os.PathLike[str], image_size: int, channels: int) -> DecodedImage:
+    """The file's pixels as (channels, image_size, image_size) uint8, its warnings and header. Raises ImageDecodeError.
 
     Safe to call from several threads at once (Pillow releases the GIL while decoding).
     """
@@ -311,14 +364,26 @@ def load_image(path: str | os.PathLike[str], image_size: int, channels: int) -> 
     if image_size < 1:
         raise ValueError(f"image_size must be positive (got {image_size})")
     p = os.fspath(path)
+    notes: list[str] = []
     with _open_regular(p) as fp:
         try:
-            im = _open_image(fp)
+            im = _open_image(fp, notes)
             try:
-                return _decode(im, image_size, channels)
+                width, height, mode = *im.size, im.mode
+                pixels = _decode(im, image_size, channels, notes)
             finally:
                 im.close()
         except ImageDecodeError:
             raise
         except Exception as exc:  # Pillow plugins raise anything on malformed data
             raise ImageDecodeError(_reason(exc, fp)) from exc
+    return DecodedImage(pixels, tuple(notes), width, height, mode)
+
+
+def load_image(path: str | os.PathLike[str], image_size: int, channels: int) -> np.ndarray:
+    """-> uint8 array (channels, image_size, image_size), logging each warning as one line naming the file
+    (training's decode path). Raises ImageDecodeError."""
+    decoded = decode_image(path, image_size, channels)
+    for note in decoded.warnings:
+        logger.warning("%s: %s", display_path(path), note)
+    return decoded.pixels

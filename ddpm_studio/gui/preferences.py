@@ -78,6 +78,15 @@ class Preferences:
     def add_recent_folder(self, folder: str) -> list[str]:
         return self.push_recent("data/recent_folders", folder)
 
+    # -- where each kind of file dialog was last pointed ---------------------------------------------------
+    def dialog_folder(self, purpose: str) -> str:
+        """The folder last chosen in a ``purpose`` dialog, if it still exists ("" otherwise)."""
+        folder = self.get_str(f"dialogs/{purpose}")
+        return folder if folder and Path(folder).is_dir() else ""
+
+    def remember_dialog_folder(self, purpose: str, folder: str) -> None:
+        self.set(f"dialogs/{purpose}", folder)
+
     # -- the run configuration -------------------------------------------------------------------
     def last_config(self) -> config_mod.RunConfig | None:
         """The settings of the last session, or None (unreadable settings fall back to defaults)."""

@@ -33,6 +33,7 @@ from ddpm_studio.services.run_presets import default_config
 
 log = logging.getLogger("ddpm_studio.gui")
 LOGGERS = ("ddpm_studio", "py.warnings")
+TRIM_AFTER_MB = 32  # idle and this much above the last trim: malloc is keeping freed memory
 
 
 class Studio(QObject):
@@ -40,12 +41,16 @@ class Studio(QObject):
 
     def __init__(self, prefs: Preferences, window: MainWindow | None = None) -> None:
         super().__init__()
+        from ddpm_studio.services.memory import limit_malloc_arenas
+
+        limit_malloc_arenas()  # before any worker thread: one arena per thread kept ~50 MB for the first dozen jobs
+        self._rss_after_trim = 0.0
         self.prefs = prefs
         self.w = w = window or MainWindow()
         self.torch_ready = False
         self._closing = False
         self.tasks = BackgroundTasks(self)
-        ask = dialogs.QtDialogs(w)
+        ask = dialogs.QtDialogs(w, prefs)
         w.log_panel.attach(*map(logging.getLogger, LOGGERS))
 
         self.training = TrainingPresenter(w.run_controls, w.loss_plot, w.trajectory, w.status, ask, runs_dir=prefs.runs_dir)
@@ -109,7 +114,11 @@ class Studio(QObject):
             box.setChecked(p.get_bool(f"plot/{key}", box.isChecked()))
         cfg = p.last_config() or default_config()
         if cfg.data.source == "folder" and cfg.data.data_path and not os.path.isdir(cfg.data.data_path):
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="demo"))  # the folder is gone
+            # The folder is gone: the demo shapes, saying so, and no stale path in the Folder field.
+            w.status.show_message(f"Your last session's data folder {cfg.data.data_path} no longer exists: using the "
+                                  "built-in demo shapes", 30_000)
+            log.warning("Data folder %s no longer exists; using the demo shapes", cfg.data.data_path)
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="demo", data_path=""))
         self.settings.set_config(cfg)
         self.generate.set_sample_config(p.last_sample_config() or SampleConfig())
 
@@ -153,9 +162,17 @@ class Studio(QObject):
 
     # -- status bar -------------------------------------------------------------------------------------
     def _update_memory(self) -> None:
-        from ddpm_studio.services.memory import process_memory_mb
+        """The status bar's memory readout; when the app has just become idle, first hand back what malloc kept."""
+        from ddpm_studio.services.memory import process_memory_mb, release_free_memory
 
-        text = f"RAM {process_memory_mb():,.0f} MB"
+        rss = process_memory_mb()
+        idle = not self.training.is_running() and not self.generate.is_running() and not self.tasks.running()
+        if idle and rss > self._rss_after_trim + TRIM_AFTER_MB:
+            release_free_memory()  # (a few ms, only after work freed memory: ~350 MB after a laptop-preset run)
+            rss = self._rss_after_trim = process_memory_mb()
+        elif rss < self._rss_after_trim:
+            self._rss_after_trim = rss
+        text = f"RAM {rss:,.0f} MB"
         torch = sys.modules.get("torch")
         if torch is not None and self.training.is_running() and torch.cuda.is_available() and torch.cuda.is_initialized():
             text += f" · GPU {torch.cuda.memory_allocated() / 2**20:,.0f} MB"

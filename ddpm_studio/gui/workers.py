@@ -5,7 +5,8 @@
   so the GUI's event queue never floods whatever the step rate. Rare events (previews, checkpoints,
   pause/resume, finish) flush the pending batch first, so the GUI sees everything in order.
 - :class:`SampleWorker` drives a sampling, interpolation or evaluation session (latest progress + newest frame).
-- :class:`BackgroundTasks` runs short jobs (torch warm-up, folder scans, size estimates, reading a run).
+- :class:`BackgroundTasks` runs short jobs (torch warm-up, folder scans, size estimates, reading a run); a job may
+  report progress and be cancelled (:meth:`BackgroundTasks.run_reporting`, the folder scan).
 
 Errors never escape a worker: they arrive as a ``RunFailed`` event or a task's error callback. Pause / resume /
 stop and the session's requests (a model snapshot, keep-last) do not go through these objects: the GUI thread
@@ -19,6 +20,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,8 +251,31 @@ class SampleWorker(QObject):
 
 
 # -- short jobs -----------------------------------------------------------------------------------------
+class TaskHandle:
+    """A background job's line to the GUI thread (``report``, from the job's thread) and its stop request.
+
+    Once ``cancel()`` is called (on the GUI thread) nothing more of the job reaches its callbacks, and a job
+    that polls ``cancelled()`` can stop early.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._emit: Callable[[Any], None] = lambda _value: None
+
+    def report(self, value: Any) -> None:
+        if not self._cancelled.is_set():
+            self._emit(value)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
 class _JobWorker(QObject):
     result = Signal(object, object)  # (value, None) or (None, exception)
+    progress = Signal(object)  # what the job reported
     finished = Signal()
 
     def __init__(self, job: Callable[[], Any]) -> None:
@@ -274,17 +299,28 @@ class _Job(QObject):
     parent and stays in ``_JOBS`` until its thread has ended, so nothing deletes it while its answer is on the way."""
 
     def __init__(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None,
-                 on_error: Callable[[BaseException], None] | None, name: str) -> None:
+                 on_error: Callable[[BaseException], None] | None, name: str,
+                 on_progress: Callable[[Any], None] | None = None, handle: TaskHandle | None = None) -> None:
         super().__init__()
-        self.name, self._on_done, self._on_error = name, on_done, on_error
+        self.name, self._on_done, self._on_error, self._on_progress = name, on_done, on_error, on_progress
+        self.handle = handle or TaskHandle()
         self.worker = _JobWorker(job)
+        self.handle._emit = self.worker.progress.emit
         self.worker.result.connect(self._deliver)
+        self.worker.progress.connect(self._deliver_progress)
         self.thread = WorkerThread(self.worker, self)
         self.thread.thread.setObjectName(name)
         self.thread.done.connect(self._ended)
 
+    @Slot(object)
+    def _deliver_progress(self, value: Any) -> None:
+        if self._on_progress is not None and not self.handle.cancelled():
+            self._on_progress(value)
+
     @Slot(object, object)
     def _deliver(self, value: Any, error: BaseException | None) -> None:
+        if self.handle.cancelled():
+            return
         try:
             if error is None:
                 if self._on_done is not None:
@@ -314,11 +350,23 @@ class BackgroundTasks(QObject):
         self._jobs: set[_Job] = set()
 
     def run(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
-            on_error: Callable[[BaseException], None] | None = None, name: str = "ddpm-job") -> None:
-        handle = _Job(job, on_done, on_error, name)
-        _JOBS.add(handle)
-        self._jobs.add(handle)
-        handle.thread.start()
+            on_error: Callable[[BaseException], None] | None = None, name: str = "ddpm-job") -> TaskHandle:
+        """Run ``job()``; its value or exception comes back to ``on_done`` / ``on_error`` unless cancelled first."""
+        return self._start(_Job(job, on_done, on_error, name))
+
+    def run_reporting(self, job: Callable[[TaskHandle], Any], on_progress: Callable[[Any], None],
+                      on_done: Callable[[Any], None] | None = None,
+                      on_error: Callable[[BaseException], None] | None = None, name: str = "ddpm-job") -> TaskHandle:
+        """Run ``job(handle)``: what it passes to ``handle.report`` reaches ``on_progress`` on the GUI thread, and
+        it may poll ``handle.cancelled()`` to stop early (the caller's ``handle.cancel()``)."""
+        handle = TaskHandle()
+        return self._start(_Job(lambda: job(handle), on_done, on_error, name, on_progress, handle))
+
+    def _start(self, job: _Job) -> TaskHandle:
+        _JOBS.add(job)
+        self._jobs.add(job)
+        job.thread.start()
+        return job.handle
 
     def running(self) -> int:
         """This runner's jobs whose answer has not been fully delivered yet."""

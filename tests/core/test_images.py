@@ -373,3 +373,37 @@ def test_threads_decode_concurrently(folder: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda p: load_image(p, 8, 3), paths))
     assert all(o.shape == (3, 8, 8) for o in outs)
+
+
+# --------------------------------------------------------------------------- warnings: used, with one line naming the file
+
+
+def corrupt_exif_jpeg(path: Path) -> Path:
+    """A good JPEG whose EXIF block claims five tags and holds a third of one (Pillow: "Corrupt EXIF data")."""
+    solid("RGB", (64, 48), RED).save(path, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x12\x01\x03\x00")
+    return path
+
+
+def test_corrupt_exif_is_our_one_line_warning_not_pillows(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                         recwarn: pytest.WarningsRecorder) -> None:
+    """main: Pillow's raw "UserWarning: Corrupt EXIF data" reached the terminal, naming no file."""
+    path = corrupt_exif_jpeg(tmp_path / "phone.jpg")
+    with caplog.at_level("WARNING", logger="ddpm_studio.core.images"):
+        assert load_image(path, 16, 3).shape == (3, 16, 16)  # training's path: the image is used
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]  # nothing raw on the terminal
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: corrupt EXIF data") and "\n" not in lines[0]
+    decoded = images_mod.decode_image(path, 16, 3)  # the scan's path: the warning comes back with the pixels
+    assert decoded.pixels.shape == (3, 16, 16) and (decoded.width, decoded.height) == (64, 48)
+    assert len(decoded.warnings) == 1 and decoded.warnings[0].startswith("corrupt EXIF data, ignored")
+
+
+def test_an_image_over_pillows_bomb_threshold_is_used_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """main: a file over Image.MAX_IMAGE_PIXELS (but within our MAX_PIXELS) was decoded silently."""
+    side = int((Image.MAX_IMAGE_PIXELS or 89_478_485) ** 0.5) + 40  # 1-bit white: a 30 KB PNG
+    Image.new("1", (side, side), 1).save(tmp_path / "panorama.png")
+    with caplog.at_level("WARNING", logger="ddpm_studio.core.images"):
+        out = load_image(tmp_path / "panorama.png", 8, 3)
+    assert out.shape == (3, 8, 8) and out.min() >= 250
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"{tmp_path / 'panorama.png'}: very large image (90 megapixels, over Pillow's decompression-bomb")

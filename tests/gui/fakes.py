@@ -10,6 +10,7 @@ from unittest.mock import MagicMock
 
 from PySide6.QtCore import SignalInstance
 
+from ddpm_studio.gui.workers import TaskHandle
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl
 
@@ -37,17 +38,36 @@ class ImmediateTasks:
         self.names: list[str] = []
 
     def run(self, job: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
-            on_error: Callable[[BaseException], None] | None = None, name: str = "job") -> None:
+            on_error: Callable[[BaseException], None] | None = None, name: str = "job") -> TaskHandle:
         self.names.append(name)
+        handle = TaskHandle()
         try:
             value = job()
         except Exception as exc:
             if on_error is None:
                 raise
             on_error(exc)
-            return
+            return handle
         if on_done is not None:
             on_done(value)
+        return handle
+
+    def run_reporting(self, job: Callable[[TaskHandle], Any], on_progress: Callable[[Any], None],
+                      on_done: Callable[[Any], None] | None = None,
+                      on_error: Callable[[BaseException], None] | None = None, name: str = "job") -> TaskHandle:
+        handle = TaskHandle()
+        handle._emit = on_progress  # reports arrive at once (as queued signals would, in order)
+        self.names.append(name)
+        try:
+            value = job(handle)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            return handle
+        if on_done is not None and not handle.cancelled():
+            on_done(value)
+        return handle
 
     def running(self) -> int:
         return 0

@@ -22,7 +22,7 @@ def test_train_pause_resume_stop_generate_save_reopen(app_handle, dialogs, qtbot
     folder = write_pngs(tmp_path / "images", 40)
     dialogs.directory = str(folder)
     w.dataset_panel.browse.click()
-    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None, timeout=LONG)
+    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.complete, timeout=LONG)
     assert w.dataset_panel.summary.usable == 40
     assert "40 usable images" in w.dataset_panel.status.text()
     assert any("notes.txt" in w.dataset_panel.skipped.item(i).text() for i in range(w.dataset_panel.skipped.count()))

@@ -23,12 +23,12 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     qtbot.keyClicks(editor, "0")
     assert not start.isEnabled()
     reason = w.run_controls.reason
-    assert reason.isVisible() and "Batch size must be between 1 and 4096" in reason.text()
+    assert reason.isVisible() and "Batch size must be between 1 and 4096" in reason.full_text()
     assert "Batch size" in w.settings_panel.error_label.text() and w.settings_panel.error_label.isVisible()
     assert editor.styleSheet()  # the field itself is marked
     editor.selectAll()
     qtbot.keyClicks(editor, "abc")
-    assert "Batch size must be a whole number" in reason.text()
+    assert "Batch size must be a whole number" in reason.full_text()
     editor.selectAll()
     qtbot.keyClicks(editor, "16")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
@@ -38,11 +38,11 @@ def test_invalid_field_disables_start_with_reason(app_handle, qtbot) -> None:
     # A check that needs the U-Net layout (runs off the GUI thread): base channels must be a multiple of 32.
     base = w.settings_panel.field_editor("model", "base_channels")
     qtbot.keyClicks(base, "48")
-    qtbot.waitUntil(lambda: not start.isEnabled() and "multiple of 32" in reason.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not start.isEnabled() and "multiple of 32" in reason.full_text(), timeout=WAIT)
     base.clear()
     qtbot.keyClicks(base, "64")
     qtbot.waitUntil(start.isEnabled, timeout=WAIT)
-    qtbot.waitUntil(lambda: "M parameters" in w.settings_panel.estimate_label.text(), timeout=WAIT)  # comes second
+    qtbot.waitUntil(lambda: "M parameters" in w.settings_panel.estimate_label.full_text(), timeout=WAIT)  # comes second
 
 
 def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) -> None:
@@ -51,10 +51,10 @@ def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) 
     empty.mkdir()
     dialogs.directory = str(empty)
     w.dataset_panel.browse.click()
-    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.complete, timeout=WAIT)
     status = w.dataset_panel.status
     assert status.isVisible() and "No images found" in status.text() and "empty" in status.text()
-    qtbot.waitUntil(lambda: "No images found" in w.run_controls.reason.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: "No images found" in w.run_controls.reason.full_text(), timeout=WAIT)
     assert not w.run_controls.action("start").isEnabled()
 
     # A folder with only non-images says so and lists each skipped file with its reason.
@@ -63,7 +63,8 @@ def test_empty_folder_shows_message(app_handle, dialogs, qtbot, tmp_path: Path) 
     (junk / "a.txt").write_text("x")
     (junk / "b.png").write_bytes(b"not really a png")
     w.dataset_panel.folderChosen.emit(str(junk))  # as typing the path does
-    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.root == str(junk), timeout=WAIT)
+    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.root == str(junk)
+                    and w.dataset_panel.summary.complete, timeout=WAIT)
     assert w.dataset_panel.skipped.count() >= 1
     # Back to the demo set: Start is possible again.
     w.dataset_panel.source.setCurrentIndex(w.dataset_panel.source.findData("demo"))
@@ -74,7 +75,7 @@ def test_folder_scan_thumbnails_and_recent(app_handle, dialogs, qtbot, tmp_path:
     w = app_handle.window
     folder = write_pngs(tmp_path / "imgs", 30, size=40)
     w.dataset_panel.folderChosen.emit(str(folder))
-    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: w.dataset_panel.summary is not None and w.dataset_panel.summary.complete, timeout=WAIT)
     assert "30 usable images" in w.dataset_panel.status.text()
     assert "40×40" in w.dataset_panel.stats.text() and "RGB" in w.dataset_panel.stats.text()
     model = w.dataset_panel.thumbs_model
@@ -160,7 +161,7 @@ def test_drop_a_folder_or_a_file_on_the_dataset_panel(app_handle, qtbot, tmp_pat
         panel.dropEvent(event)
 
     drop(folder)
-    qtbot.waitUntil(lambda: panel.summary is not None and panel.summary.usable == 5, timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.summary is not None and panel.summary.complete and panel.summary.usable == 5, timeout=WAIT)
     assert panel.data_values()["source"] == "folder" and panel.data_values()["data_path"] == str(folder)
     panel.source.setCurrentIndex(panel.source.findData("demo"))
     drop(folder / "img_000.png")  # a file: its folder is used
@@ -183,3 +184,56 @@ def test_error_events_show_messages_and_keep_the_app_usable(app_handle, dialogs,
     assert title == "Training stopped" and "NaN" in text and "step_00000005.pt" in text
     assert "NaN" in app_handle.window.log_panel.plain_text()
     qtbot.waitUntil(app_handle.window.run_controls.action("start").isEnabled, timeout=WAIT)
+
+
+def test_the_dataset_panel_names_broken_files_before_start(app_handle, qtbot, tmp_path: Path) -> None:
+    """main: 300 good photos and three broken files showed "303 usable images", "Skipped files: none" and three
+    grey thumbnails (80-real-training-dataset.png); only the Log, after Start, named them."""
+    from tests.services.test_dataset_scan import photo_folder
+
+    w = app_handle.window
+    panel = w.dataset_panel
+    folder = photo_folder(tmp_path / "photos", good=40)
+    panel.folderChosen.emit(str(folder))
+    qtbot.waitUntil(lambda: panel.summary is not None and panel.summary.complete, timeout=WAIT)
+    assert panel.status.text() == "40 usable images · 3 skipped"
+    assert panel.skipped_label.text() == "Skipped files (3)" and panel.skipped.isVisible()
+    shown = sorted(panel.skipped.item(i).text() for i in range(panel.skipped.count()))
+    assert shown == ["cut.jpg — truncated file", "empty.png — empty file", "notes.jpg — not an image"]
+    assert panel.thumbs_model.rowCount() == 40  # no tile for a file training will not use
+    assert w.run_controls.action("start").isEnabled()
+
+
+def test_a_folder_gone_since_the_last_session_is_not_shown_as_the_dataset(qtbot, dialogs, isolated: Path) -> None:
+    """main: after a relaunch the Folder field showed a path that no longer existed while the dataset had reverted
+    to the demo shapes."""
+    from ddpm_studio.gui.app import create_app
+    from ddpm_studio.gui.preferences import Preferences, open_settings
+
+    gone = isolated / "photos-moved-away"
+    prefs = Preferences(open_settings(str(isolated / "settings.ini")))
+    prefs.save_config(c.from_dict({"data": {"source": "folder", "data_path": str(gone), "image_size": 48}}))
+    prefs.sync()
+    handle = create_app(exec_app=False, settings_path=str(isolated / "settings.ini"))
+    try:
+        values = handle.window.dataset_panel.data_values()
+        assert values["source"] == "demo" and values["data_path"] == "" and values["image_size"] == 48
+        assert handle.studio.settings.cfg.data.data_path == ""
+        assert f"{gone} no longer exists" in handle.window.status.currentMessage()
+    finally:
+        handle.window.close()
+        handle.window.deleteLater()
+
+
+def test_sizes_typed_in_settings_do_not_pile_up_in_the_dataset_panel(qtbot) -> None:
+    """main: each size typed (2, 25, 250, 2500 …) stayed in the Image size list, and choosing one drew the demo there."""
+    from ddpm_studio.gui.views.dataset_panel import SIZES, DatasetPanel
+
+    panel = DatasetPanel()
+    qtbot.addWidget(panel)
+    for size in (2, 25, 250, 2500, 40):
+        panel.set_data(c.DataConfig(image_size=size))
+        assert panel.data_values()["image_size"] == size
+    assert panel.size.count() == len(SIZES) + 1
+    panel.set_data(c.DataConfig(image_size=64))
+    assert panel.size.count() == len(SIZES)

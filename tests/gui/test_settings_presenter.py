@@ -13,6 +13,7 @@ from ddpm_studio.gui.presenters.messages import Verdict
 from ddpm_studio.gui.presenters.settings import SettingsPresenter
 from ddpm_studio.gui.views.protocols import DatasetView, DialogService, SettingsView
 from ddpm_studio.services import config as c
+from ddpm_studio.services.dataset_scan import ScanSummary
 from tests.gui.conftest import write_pngs
 from tests.gui.fakes import ImmediateTasks, emit, last, prefs
 
@@ -112,3 +113,61 @@ def test_presets_and_config_files(setup, tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[optim]\nbatch_size = 'many'\n")
     assert not p.load_file(str(tmp_path / "bad.toml"))
     assert last(dialogs.show_error)[0] == "Cannot load settings" and "Batch size" in last(dialogs.show_error)[1]
+
+
+def test_broken_files_are_counted_and_named_before_start_and_only_good_folders_join_recent(setup, tmp_path: Path) -> None:
+    """main: "303 usable images", "Skipped files: none" for 300 good files and three broken ones; an empty folder
+    joined Recent."""
+    from tests.services.test_dataset_scan import photo_folder
+
+    p, dataset, verdicts, prefs_ = setup["p"], setup["dataset"], setup["verdicts"], setup["p"].prefs
+    p.go_live()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    emit(dataset.folderChosen, str(empty))
+    prefs_.add_recent_folder.assert_not_called()  # nothing to train on: not offered again
+    assert not verdicts[-1].ok
+
+    folder = photo_folder(tmp_path / "photos", good=20)
+    emit(dataset.folderChosen, str(folder))
+    summary, _stats = last(dataset.show_scan)
+    assert summary.complete and summary.usable == 20
+    assert {Path(path).name: reason for path, reason in summary.skipped} == {
+        "empty.png": "empty file", "notes.jpg": "not an image", "cut.jpg": "truncated file"}
+    assert dataset.show_status.call_args.args[0] == "20 usable images · 3 skipped"
+    assert verdicts[-1].ok
+    prefs_.add_recent_folder.assert_called_once_with(str(folder))  # once its scan found usable images
+
+
+class DeferredTasks(ImmediateTasks):
+    """Jobs wait until ``finish()``: a scan still running when the user does something else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[Any, ...]] = []
+
+    def run_reporting(self, job, on_progress, on_done=None, on_error=None, name="job"):  # type: ignore[no-untyped-def]
+        from ddpm_studio.gui.workers import TaskHandle
+
+        handle = TaskHandle()
+        handle._emit = on_progress
+        self.pending.append((job, handle, on_done))
+        return handle
+
+
+def test_a_scan_is_cancelled_by_a_newer_choice_and_by_start_and_resumes_after_the_run(qtbot, tmp_path: Path) -> None:
+    form, dataset = MagicMock(spec=SettingsView), MagicMock(spec=DatasetView)
+    tasks = DeferredTasks()
+    p = SettingsPresenter(form, dataset, MagicMock(spec=DialogService), prefs(tmp_path / "runs"), tasks)
+    p.go_live()
+    one, two = write_pngs(tmp_path / "one", 3), write_pngs(tmp_path / "two", 4)
+    p.choose_folder(str(one))
+    p.choose_folder(str(two))
+    (_job, first, _done), (_job2, second, _done2) = tasks.pending
+    assert first.cancelled() and not second.cancelled()  # the newer choice supersedes the first scan
+    second.report(ScanSummary(str(two), ("a.png",), (), (), checked=1, total=4))  # a first part is checked
+    assert "checking 1 / 4" in dataset.show_status.call_args.args[0]
+    p.set_run_active(True)
+    assert second.cancelled()  # the run decodes the folder itself
+    p.set_run_active(False)
+    assert len(tasks.pending) == 3 and not tasks.pending[-1][1].cancelled()  # checking again (from its cache)

@@ -54,3 +54,48 @@ def test_modes_slider_play_and_history(qtbot) -> None:
     assert "final samples" in view.t_label.text()
     view.clear()
     assert view.preview_count == 0 and view.strip.isHidden()
+
+
+def test_a_preview_without_frames_shows_one_headed_grid_and_says_why_it_cannot_play(qtbot) -> None:
+    """main: a reopened run's preview showed its final grid twice, with no heading, and the slider and Play did
+    nothing (55-reopened-click-thumb.png)."""
+    view = tv.TrajectoryViewer()
+    qtbot.addWidget(view)
+    view.resize(800, 300)
+    view.show()
+    final = np.full((20, 30, 3), 128, np.uint8)
+    view.add_image(162, final)  # what a reopened run has: each preview's final samples
+    assert view.current.step == 162
+    assert view.grid_image.image is not None and view.frame_image.image is None  # one grid, not two
+    headings = [c.toPlainText() for c in view.captions if c.toPlainText()]
+    assert headings == ["Final samples at step 162"]
+    for control in (view.slider, view.play):
+        assert not control.isEnabled() and "no trajectory frames" in control.toolTip()
+    view.add_preview(preview(200))  # a live preview has its frames: scrubbing and Play work again
+    assert view.slider.isEnabled() and view.play.isEnabled() and view.frame_image.image is not None
+    assert "no trajectory frames" not in view.slider.toolTip()
+    view.strip.setCurrentRow(0)
+    assert not view.play.isEnabled()
+
+
+def test_the_placeholder_is_centred_again_on_a_second_run(qtbot) -> None:
+    """main: after a first run's previews, clear() showed "Trajectories appear here" at the top-left."""
+    view = tv.TrajectoryViewer()
+    qtbot.addWidget(view)
+    view.resize(800, 300)
+    view.show()
+    qtbot.waitExposed(view)
+
+    def placeholder_offset() -> tuple[float, float]:
+        qtbot.wait(30)
+        text = view.empty_text
+        assert text.isVisible()
+        centre = view.view.mapFromScene(text.mapToScene(text.boundingRect().center()))
+        return (centre.x() / view.view.width() - 0.5, centre.y() / view.view.height() - 0.5)
+
+    first = placeholder_offset()
+    assert abs(first[0]) < 0.15 and abs(first[1]) < 0.15, first
+    view.add_preview(preview(10))
+    view.clear()  # the next run starts
+    again = placeholder_offset()
+    assert abs(again[0]) < 0.15 and abs(again[1]) < 0.15, again

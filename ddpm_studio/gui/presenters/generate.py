@@ -113,8 +113,8 @@ class GeneratePresenter(QObject):
         self.revealRequested.emit()
 
     def browse(self) -> None:
-        path = self.dialogs.choose_open_file("Choose a checkpoint", str(self.prefs.runs_dir()),
-                                             "Checkpoints (*.pt);;All files (*)")
+        path = self.dialogs.choose_open_file("Choose a checkpoint", "checkpoint", "Checkpoints (*.pt);;All files (*)",
+                                             hint=str(self.prefs.runs_dir()))
         if path:
             self.add_model(path)
 
@@ -317,16 +317,15 @@ class GeneratePresenter(QObject):
             return None
         if what in ("selected", "all"):
             indices = self.view.selected_indices() if what == "selected" else None
-            folder = self.dialogs.choose_directory("Save images to folder", self.prefs.get_str("generate/save_dir"))
+            folder = self.dialogs.choose_directory("Save images to folder", "images")
             if not folder:
                 return None
-            self.prefs.set("generate/save_dir", folder)
             return self._guarded("Cannot save images", lambda: outputs.save_images(result, indices, folder))
         if what == "grid":
-            path = self.dialogs.choose_save_file("Save grid image", "samples_grid.png", "PNG images (*.png)")
+            path = self.dialogs.choose_save_file("Save grid image", "grid", "samples_grid.png", "PNG images (*.png)")
             indices = self.view.selected_indices() or None
             return self._guarded("Cannot save the grid", lambda: outputs.save_grid(result, path, indices)) if path else None
-        path = self.dialogs.choose_save_file("Save trajectory GIF", "trajectory.gif", "GIF animations (*.gif)")
+        path = self.dialogs.choose_save_file("Save trajectory GIF", "gif", "trajectory.gif", "GIF animations (*.gif)")
         return self._guarded("Cannot save the GIF", lambda: outputs.save_gif(result, path)) if path else None
 
     def _guarded(self, title: str, action: Callable[[], Any]) -> Any:

@@ -106,13 +106,13 @@ class RunsPresenter(QObject):
         self.runs_view.set_runs(str(runs_dir), rows)
 
     def change_runs_dir(self) -> None:
-        folder = self.dialogs.choose_directory("Folder for new runs", str(self.prefs.runs_dir()))
+        folder = self.dialogs.choose_directory("Folder for new runs", "runs_dir", str(self.prefs.runs_dir()))
         if folder:
             self.prefs.set("runs/dir", folder)
             self.refresh_runs()
 
     def open_run_dialog(self) -> None:
-        path = self.dialogs.choose_directory("Open a run folder", str(self.prefs.runs_dir()))
+        path = self.dialogs.choose_directory("Open a run folder", "run_folder", str(self.prefs.runs_dir()))
         if path:
             self.open_run(path)
 
@@ -140,7 +140,8 @@ class RunsPresenter(QObject):
         """Resume a run from its newest checkpoint (opening it first, so its history and settings show)."""
         if path is None:
             if self.current_run is None:
-                path = self.dialogs.choose_directory("Choose a run folder to continue", str(self.prefs.runs_dir()))
+                path = self.dialogs.choose_directory("Choose a run folder to continue", "run_folder",
+                                                     str(self.prefs.runs_dir()))
                 if not path:
                     return
             else:

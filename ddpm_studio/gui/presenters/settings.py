@@ -4,13 +4,17 @@ Why one presenter for two views: the config has two editors (the dataset panel e
 and mode; the form shows every field), and they must never disagree. The checks are torch-free and run as
 the user types (``config.validate``); what needs torch or the disk runs in the background: the folder scan,
 the demo thumbnails and the model-size estimate, each answered only if nothing newer was asked meanwhile.
+
+The folder scan decodes every file (services/dataset_scan.py) and reports as it goes: Start is possible once
+image files are found (training skips the same broken files), and the count, the skipped files and the warnings
+fill in as they are checked. A newer choice cancels the scan; so does Start (the run decodes the folder itself),
+and the scan resumes from its cache when the run ends. A folder joins Recent once its scan found usable images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -45,6 +49,7 @@ class SettingsPresenter(QObject):
         self._read_only = False  # a run is active: its settings are shown, locked
         self._live = False  # scans and estimates (torch, disk) wait until the window is on screen and torch loaded
         self._scan_id = 0
+        self._scan_task: Any = None  # the running scan's TaskHandle (cancel it when superseded or a run starts)
         self._estimate_id = 0
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -84,10 +89,17 @@ class SettingsPresenter(QObject):
                             rescan=False)
 
     def set_run_active(self, active: bool) -> None:
-        """While a run is active the settings are the run's: editing them would mislead."""
+        """While a run is active the settings are the run's: editing them would mislead. The run decodes the folder
+        itself, so a scan still checking files stops (its results are cached) and resumes when the run ends."""
+        was = self._read_only
         self._read_only = active
         self.form.set_read_only(active)
         self.dataset.set_read_only(active)
+        if active and self._scan_task is not None:
+            self._scan_task.cancel()
+            self._scan_task = None
+        elif was and not active and self.summary is not None and not self.summary.complete:
+            self._refresh_data()
 
     def go_live(self) -> None:
         """Torch is loaded and the window is on screen: scan the data, estimate the model's size."""
@@ -104,7 +116,6 @@ class SettingsPresenter(QObject):
         self.cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, source=source, data_path=folder))
         self.dataset.set_data(self.cfg.data)
         self.form.set_config(self.cfg)
-        self.dataset.set_recent(self.prefs.add_recent_folder(folder))
         self._refresh_data()
         self._publish()
 
@@ -112,8 +123,8 @@ class SettingsPresenter(QObject):
         if self._read_only:  # (the menu's Choose data folder… while a run is active)
             return
         recent = self.prefs.recent_folders()
-        start = self.cfg.data.data_path or (recent[0] if recent else str(Path.home()))
-        folder = self.dialogs.choose_directory("Choose a folder of images", start)
+        folder = self.dialogs.choose_directory("Choose a folder of images", "data_folder",
+                                               self.cfg.data.data_path or (recent[0] if recent else ""))
         if folder:
             self.choose_folder(folder)
 
@@ -143,6 +154,9 @@ class SettingsPresenter(QObject):
     # -- the data: scans and thumbnails ------------------------------------------------------------------
     def _refresh_data(self) -> None:
         self._scan_id += 1
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+            self._scan_task = None
         self.summary = None
         data = self.cfg.data
         self.dataset.show_scan(None, "")
@@ -173,18 +187,24 @@ class SettingsPresenter(QObject):
         from ddpm_studio.services.dataset_scan import scan_folder
 
         scan_id = self._scan_id
-        self.tasks.run(lambda: scan_folder(folder), lambda s: self._scanned(scan_id, s),
-                       lambda e: self._scanned(scan_id, ScanSummary(folder, (), (), (), error=f"Cannot scan {folder}: {e}")),
-                       name="ddpm-scan")
+        self._scan_task = self.tasks.run_reporting(
+            lambda task: scan_folder(folder, report=task.report, cancelled=task.cancelled),
+            lambda s: self._scanned(scan_id, s), lambda s: self._scanned(scan_id, s),
+            lambda e: self._scanned(scan_id, ScanSummary(folder, (), (), (), error=f"Cannot scan {folder}: {e}")),
+            name="ddpm-scan")
 
     def _scanned(self, scan_id: int, summary: ScanSummary) -> None:
+        """A scan's report (partial while it checks files) or its end."""
         if scan_id != self._scan_id:
             return  # a newer choice superseded this scan
         self.summary = summary
-        ok = summary.error is None and summary.usable > 0
+        ok = summary.error is None and summary.usable > 0  # (files not checked yet count as usable)
         self.dataset.show_status(summary.message(), error=not ok)
         self.dataset.show_scan(summary, describe_stats(summary.stats, self.cfg.data.image_size))
         self.problem = None if ok else summary.message()
+        if ok and summary.complete and not summary.cancelled:
+            self._scan_task = None
+            self.dataset.set_recent(self.prefs.add_recent_folder(summary.root))
         self._publish()
 
     def _update_stats(self) -> None:
@@ -239,7 +259,8 @@ class SettingsPresenter(QObject):
     # -- files ----------------------------------------------------------------------------------------
     def load_file(self, path: str | None = None) -> bool:
         """Settings from a TOML or JSON file (a dialog asks which when ``path`` is None); False if none was loaded."""
-        path = path or self.dialogs.choose_open_file("Load settings", "", "Config files (*.toml *.json);;All files (*)")
+        path = path or self.dialogs.choose_open_file("Load settings", "settings_file",
+                                                     "Config files (*.toml *.json);;All files (*)")
         try:
             cfg = config_mod.load_config_file(path, base=self.cfg) if path else None
         except config_mod.ConfigError as exc:
@@ -252,7 +273,8 @@ class SettingsPresenter(QObject):
 
     def save_file(self, path: str | None = None) -> bool:
         """The settings as a TOML file (usable with ``ddpm-studio train --config``); False if not saved."""
-        path = path or self.dialogs.choose_save_file("Save settings", "ddpm-run.toml", "TOML files (*.toml)")
+        path = path or self.dialogs.choose_save_file("Save settings", "settings_file", "ddpm-run.toml",
+                                                     "TOML files (*.toml)")
         if not path:
             return False
         try:

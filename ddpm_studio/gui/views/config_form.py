@@ -60,6 +60,8 @@ class ConfigForm(QWidget):
         layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
         for name, f in self.fields.items():
             editor = self._make_editor(f)
+            if not isinstance(editor, QCheckBox):  # the error outline (a style sheet) must not change a row's height
+                editor.setFixedHeight(editor.sizeHint().height())
             editor.setObjectName(f"field_{name}")
             tip = field_tooltip(f)
             editor.setToolTip(tip)

@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMenu,
     QPushButton,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -66,9 +65,8 @@ class DatasetPanel(QWidget):
         self.path_edit.editingFinished.connect(self._on_path_edited)
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self.browseRequested)
-        self.recent_button = QToolButton()
-        self.recent_button.setText("Recent")
-        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_button = QPushButton("Recent")  # a push button's size includes its menu arrow (a tool button's
+        self.recent_button.setToolTip("Folders you trained on before")  # arrow was drawn over the text)
         self.recent_menu = QMenu(self)
         self.recent_button.setMenu(self.recent_menu)
         row.addWidget(self.path_edit, 1)
@@ -151,6 +149,8 @@ class DatasetPanel(QWidget):
             w.blockSignals(True)
         try:
             self.source.setCurrentIndex(max(0, self.source.findData(data.source)))
+            while self.size.count() > len(SIZES):  # one slot for a size typed in Settings, not one per keystroke
+                self.size.removeItem(len(SIZES))
             if self.size.findData(data.image_size) < 0:
                 self.size.addItem(f"{data.image_size} × {data.image_size}", data.image_size)
             self.size.setCurrentIndex(self.size.findData(data.image_size))
@@ -171,10 +171,16 @@ class DatasetPanel(QWidget):
         self.status.setStyleSheet(ERROR_STYLE if error else "")
 
     def show_scan(self, summary: ScanSummary | None, stats: str) -> None:
-        """A folder's files (thumbnails decoded lazily), skipped files and statistics; None clears them."""
+        """A folder's files (thumbnails decoded lazily), skipped files, warnings and statistics; None clears them.
+
+        While the scan is checking files the thumbnails keep its first list (a broken file shows an empty tile
+        whose tooltip says why), so scrolling is not reset at every report; the list is replaced once, at the end,
+        when files turned out broken."""
+        first = self.summary is None or summary is None or self.summary.root != summary.root
         self.summary = summary
-        self.thumbs_model.set_files(summary.files if summary is not None else ())
-        self._show_skipped(summary.skipped if summary is not None else ())
+        if first or (summary is not None and summary.complete and summary.files != self.thumbs_model.files):
+            self.thumbs_model.set_files(summary.files if summary is not None else ())
+        self._show_skipped(summary.skipped if summary is not None else (), summary.warnings if summary is not None else ())
         self.stats.setText(stats)
 
     def show_stats(self, text: str) -> None:
@@ -189,12 +195,17 @@ class DatasetPanel(QWidget):
             w.setEnabled(not read_only)
         self.setAcceptDrops(not read_only)
 
-    def _show_skipped(self, skipped: tuple[tuple[str, str], ...]) -> None:
+    def _show_skipped(self, skipped: tuple[tuple[str, str], ...], warnings: tuple[tuple[str, str], ...] = ()) -> None:
+        """Each skipped file with its reason, then each usable file that deserves a warning (used anyway)."""
         self.skipped.clear()
-        for path, reason in skipped[:MAX_SKIPPED_SHOWN]:
-            self.skipped.addItem(f"{os.path.basename(path) or path} — {reason}")
-            self.skipped.item(self.skipped.count() - 1).setToolTip(path)
-        if len(skipped) > MAX_SKIPPED_SHOWN:
-            self.skipped.addItem(f"… and {len(skipped) - MAX_SKIPPED_SHOWN:,} more")
-        self.skipped_label.setText(f"Skipped files ({len(skipped):,})" if skipped else "Skipped files: none")
-        self.skipped.setVisible(bool(skipped))
+        for marks, items in (("", skipped), ("⚠ used: ", warnings)):
+            for path, reason in items[:MAX_SKIPPED_SHOWN]:
+                self.skipped.addItem(f"{os.path.basename(path) or path} — {marks}{reason}")
+                self.skipped.item(self.skipped.count() - 1).setToolTip(f"{path}\n{marks}{reason}")
+            if len(items) > MAX_SKIPPED_SHOWN:
+                self.skipped.addItem(f"… and {len(items) - MAX_SKIPPED_SHOWN:,} more")
+        text = f"Skipped files ({len(skipped):,})" if skipped else "Skipped files: none"
+        if warnings:
+            text += f" · used with a warning ({len(warnings):,})"
+        self.skipped_label.setText(text)
+        self.skipped.setVisible(bool(skipped or warnings))

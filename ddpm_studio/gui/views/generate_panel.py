@@ -47,13 +47,12 @@ class GeneratePanel(QWidget):
         super().__init__(parent)
         self._frame: np.ndarray | None = None
         split = QSplitter(Qt.Orientation.Horizontal, self)
-        outer = QHBoxLayout(self)
+        outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(split)
 
         left = QWidget()
         col = QVBoxLayout(left)
-        model_box = QGroupBox("Model")
+        model_box = QGroupBox("Model")  # the tab's whole width: a run's name and the checkpoint's step both show
         mrow = QHBoxLayout(model_box)
         self.source = QComboBox()
         self.source.setObjectName("generate_source")
@@ -66,7 +65,8 @@ class GeneratePanel(QWidget):
         self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
         mrow.addWidget(self.browse)
-        col.addWidget(model_box)
+        outer.addWidget(model_box)
+        outer.addWidget(split, 1)
         self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label",))
         self.form.edited.connect(self.settingsChanged)
         self.class_choice = ClassChoice()

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, 
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 
 REDRAW_MS = 100
-SMOOTHING = 0.98  # weight of the past in the debiased exponential moving average
+SMOOTHING = 0.98  # per-step weight of the past in the smoothed loss (a 50-step horizon once the run is long)
 BUCKET_COLOURS = ("#1565c0", "#2e7d32", "#ef6c00", "#c62828", "#6a1b9a", "#00838f", "#5d4037", "#ad1457")
 
 
@@ -45,16 +45,79 @@ class ScientificAxis(pg.AxisItem):
         return out
 
 
+#: Mantissas tried per decade on a log axis, sparsest first: the first ladder giving enough ticks wins.
+LOG_LADDERS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0))
+MIN_TICKS = 3
+TICK_PIXELS = 30  # at most one labelled tick per this many pixels of axis
+LABEL_PIXELS = 16  # a tick label's height: pyqtgraph drops a label that does not fit inside the axis
+
+
+def nice_linear_ticks(lo: float, hi: float, min_ticks: int = MIN_TICKS, max_ticks: int = 8) -> list[float]:
+    """Round numbers (1, 2, 2.5 or 5 x 10^k apart) inside [lo, hi]: the widest step giving ``min_ticks``."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    exponent = math.floor(math.log10(hi - lo))
+    for k in range(exponent, exponent - 4, -1):
+        for mantissa in (5.0, 2.5, 2.0, 1.0):
+            step = mantissa * 10.0**k
+            first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+            if last - first + 1 >= min_ticks:
+                return [float(f"{i * step:.12g}") for i in range(first, last + 1)]
+    return []
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 8, min_ticks: int = MIN_TICKS) -> list[float]:
+    """Tick values (real units) for a log axis showing [lo, hi]: decades when the range is wide (every k-th
+    when there are too many), 1-2-5 or finer steps when it spans a decade or two, evenly spaced round
+    numbers when it sits inside one decade (where pyqtgraph's own ticks leave no label at all)."""
+    if not (0 < lo < hi) or not math.isfinite(hi):
+        return []
+    max_ticks = max(min_ticks, max_ticks)
+    d0, d1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    decades = [d for d in range(d0, d1 + 1) if lo <= 10.0**d <= hi]
+    if len(decades) >= min_ticks:
+        every = math.ceil(len(decades) / max_ticks)
+        return [10.0**d for d in max((decades[i::every] for i in range(every)), key=len)]
+    for ladder in LOG_LADDERS:
+        values = [float(f"{m * 10.0**d:.12g}") for d in range(d0, d1 + 1) for m in ladder if lo <= m * 10.0**d <= hi]
+        if min_ticks <= len(values) <= max_ticks:
+            return values
+        if len(values) > max_ticks:
+            break
+    return nice_linear_ticks(lo, hi, min_ticks, max_ticks)
+
+
+def tick_label(value: float) -> str:
+    """A tick value as a user reads it: 0.05, 0.35, 20, 1e-5 (six significant digits at most, no padding)."""
+    text = f"{value:.6g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
 class LossAxis(pg.AxisItem):
-    """On a log axis, label only 1, 2 and 5 of each decade: every minor tick crowds a short plot."""
+    """The loss in real units, log or linear, with at least three labelled ticks at any range.
+
+    pyqtgraph's log axis labels only whole decades and (here) 1-2-5 minor ticks, so a loss between
+    0.55 and 0.75 showed no number at all, and its automatic SI prefix titled the axis "loss (x0.001)".
+    The prefix is off; on a log axis the ticks come from :func:`log_ticks`, labelled by :func:`tick_label`.
+    """
+
+    def __init__(self, orientation: str, **kwargs: Any) -> None:
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list[tuple[float | None, list[float]]]:
+        if not self.logMode:
+            return super().tickValues(minVal, maxVal, size)
+        lo, hi = sorted((minVal, maxVal))
+        inset = (hi - lo) * LABEL_PIXELS / 2 / max(size, 1.0)  # room for half a label at each end
+        values = log_ticks(10 ** (lo + inset), 10 ** (hi - inset), max_ticks=int(size // TICK_PIXELS))
+        return [(None, [math.log10(v) for v in values])]
 
     def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
-        out = []
-        for v in values:
-            x = 10 ** (v * scale)
-            mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
-            out.append(f"{x:g}" if round(mantissa, 6) in (1.0, 2.0, 5.0) else "")
-        return out
+        return [tick_label(10**v) for v in values]
 
 
 class GrowingBuffer:
@@ -106,11 +169,18 @@ class GrowingBuffer:
 
 
 class Smoother:
-    """Debiased EMA (as TensorBoard's smoothing) fed incrementally, so history never needs recomputing.
+    """An exponential moving average whose horizon grows with the run, fed incrementally (history never recomputed).
 
-    The weight is per *step*: a point logged every 10 steps decays the past by ``weight**10``, so a
-    reopened run (one point per logged line) is smoothed like the live run (one point per step).
+    Why not TensorBoard's debiased EMA: early in a run the loss falls fast, and a debiased EMA with a
+    50-step horizon is then close to the mean of *every* point so far, so it sat far above the raw
+    curve (0.55 where the loss was 0.32 at step 100). Here the horizon at step s is at most a tenth
+    of the steps so far (``HORIZON_FRACTION``), and at most ``1 / (1 - weight)`` steps: the curve follows
+    the fast early fall and is as smooth as before once the run is long. The weight is per *step*: a
+    point logged every 10 steps decays the past by ``decay**10``, so a reopened run (one point per
+    logged line) is smoothed like the live run (one point per step).
     """
+
+    HORIZON_FRACTION = 0.1
 
     def __init__(self, weight: float = SMOOTHING) -> None:
         self.weight = weight
@@ -118,25 +188,24 @@ class Smoother:
 
     def feed(self, values: np.ndarray, steps: np.ndarray | None = None) -> np.ndarray:
         values = np.asarray(values, np.float64)
-        if steps is None:
-            gaps = np.ones(len(values))
-        else:
-            steps = np.asarray(steps, np.float64)
-            gaps = steps - np.concatenate([[self._last_step], steps[:-1]])  # NaN for the very first point
-            if len(steps):
-                self._last_step = float(steps[-1])
+        if steps is None:  # one point per step
+            steps = self._last_step + np.arange(1, len(values) + 1, dtype=np.float64)
+        steps = np.asarray(steps, np.float64)
         out = np.empty(len(values), np.float64)
-        v, norm, w = self._value, self._norm, self.weight
-        for i, (y, gap) in enumerate(zip(values.tolist(), gaps.tolist(), strict=True)):
-            decay = w**gap if gap > 0 else w  # (NaN > 0 is False)
-            v = decay * v + (1 - decay) * y
-            norm = decay * norm + (1 - decay)  # debiasing: the first point is not pulled towards 0
-            out[i] = v / norm
-        self._value, self._norm = v, norm
+        v, last, longest = self._value, self._last_step, 1.0 / (1.0 - self.weight)
+        for i, (y, step) in enumerate(zip(values.tolist(), steps.tolist(), strict=True)):
+            horizon = min(longest, max(1.0, self.HORIZON_FRACTION * step))
+            if math.isfinite(v):  # (NaN before the first point: it starts at the first value)
+                decay = (1.0 - 1.0 / horizon) ** max(step - last, 1.0)
+                v = decay * v + (1.0 - decay) * y
+            else:
+                v = y
+            out[i], last = v, step
+        self._value, self._last_step = v, last
         return out
 
     def reset(self) -> None:
-        self._value, self._norm, self._last_step = 0.0, 0.0, float("nan")
+        self._value, self._last_step = float("nan"), 0.0
 
 
 class LossPlot(QWidget):

@@ -20,12 +20,15 @@ class PathTable(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().setVisible(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # names differ at the end (dates, steps): keep it
+        self.setWordWrap(False)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(stretch_column, QHeaderView.ResizeMode.Stretch)
 
-    def set_rows(self, rows: Sequence[tuple[str, Sequence[str]]], align: Sequence[Qt.AlignmentFlag] = ()) -> None:
-        """Replace the rows; the selected path stays selected when it is still listed."""
+    def set_rows(self, rows: Sequence[tuple[str, Sequence[str]]], align: Sequence[Qt.AlignmentFlag] = (),
+                 tips: Sequence[str] = ()) -> None:
+        """Replace the rows (each cell's tooltip: ``tips[row]``, else the path); the selected path stays selected."""
         selected = self.selected_path()
         self.paths = [path for path, _ in rows]
         self.setRowCount(len(rows))
@@ -34,7 +37,7 @@ class PathTable(QTableWidget):
                 item = QTableWidgetItem(text)
                 if j < len(align):
                     item.setTextAlignment(align[j])
-                item.setToolTip(path)
+                item.setToolTip(tips[i] if i < len(tips) else path)
                 self.setItem(i, j, item)
         if selected is not None:
             self.select_path(selected)

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QStyle, QToolButton, QWidget
 
+from ddpm_studio.gui.views.elided_label import ElidedLabel
 from ddpm_studio.services.formatting import format_duration
 
 
@@ -58,11 +59,10 @@ class RunControls(QWidget):
         self.state_label = QLabel("Idle")
         self.state_label.setObjectName("run_state")
         layout.addWidget(self.state_label)
-        self.reason = QLabel()
+        self.reason = ElidedLabel()  # one line, whole words (the toolbar keeps its height); the full text is the tooltip
         self.reason.setObjectName("start_reason")
         self.reason.setStyleSheet("color: #c62828;")
-        self.reason.setMaximumWidth(420)  # one line (the toolbar keeps its height); the full text is the tooltip
-        layout.addWidget(self.reason, 1)
+        layout.addWidget(self.reason, 2)
         self.show_state("Idle", {}, "Checking settings…")
 
     def action(self, name: str) -> QAction:
@@ -73,9 +73,7 @@ class RunControls(QWidget):
         for name, action in self.actions_by_name.items():
             action.setEnabled(bool(enabled.get(name, False)))
         self.state_label.setText(label)
-        short = reason if len(reason) <= 70 else reason[:67] + "…"
-        self.reason.setText(f"Cannot start: {short}" if reason else "")
-        self.reason.setToolTip(reason)
+        self.reason.set_full_text(f"Cannot start: {reason}" if reason else "", tooltip=reason)
         self.reason.setVisible(bool(reason))
 
     def set_progress(self, step: int, total: int, images_per_sec: float | None = None, eta: float | None = None,

@@ -32,7 +32,10 @@ class RunsPanel(PathPanel):
         for button in folder_buttons.values():
             top.addWidget(button)
         layout.addLayout(top)
-        self.table = PathTable(["Run", "State", "Step", "Checkpoint", "Updated"], stretch_column=0)
+        # Four short columns leave the run's name its whole width in the 400-pixel dock; when it was updated and
+        # where it is are in each row's tooltip.
+        self.table = PathTable(["Run", "State", "Step", "Saved"], stretch_column=0)
+        self.table.horizontalHeaderItem(3).setToolTip("Step of the newest checkpoint (none: nothing to continue from)")
         self.table.setObjectName("runs_table")
         self.table.doubleClicked.connect(lambda _i: self._request("open"))
         self.table.itemSelectionChanged.connect(self._update_buttons)
@@ -53,9 +56,10 @@ class RunsPanel(PathPanel):
         self.dir_label.setText(f"Runs folder: {runs_dir}")
         self.dir_label.setToolTip(runs_dir)
         self.table.set_rows([(r.path, (r.name, r.state, f"{r.step:,}" + (f" / {r.total_steps:,}" if r.total_steps else ""),
-                                       "none" if r.checkpoint_step is None else f"{r.checkpoint_step:,}",
-                                       time.strftime("%b %d %H:%M", time.localtime(r.updated))))
-                             for r in rows])
+                                       "none" if r.checkpoint_step is None else f"{r.checkpoint_step:,}"))
+                             for r in rows],
+                            tips=[f"{r.name}\nUpdated {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.updated))}\n{r.path}"
+                                  for r in rows])
         self._update_buttons()
 
     def _update_buttons(self) -> None:

@@ -2,13 +2,17 @@
 
 It owns no validation logic of its own: parse and range errors come from the field metadata as the user
 types, and the settings presenter's full verdict (``config.validate``) is shown here and gates Start.
+
+Nothing above the form changes height as the user types (a field that moves under the mouse takes the next
+click): the size estimate is one elided line, and the verdict has a box of fixed height that scrolls when
+there are many problems (every problem is also marked on its field, with the message as tooltip).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QGroupBox,
@@ -21,7 +25,12 @@ from PySide6.QtWidgets import (
 )
 
 from ddpm_studio.gui.views.config_form import ConfigForm
+from ddpm_studio.gui.views.elided_label import ElidedLabel
 from ddpm_studio.services import config as config_mod
+
+VERDICT_LINES = 3  # the verdict box's height in lines of text (more problems scroll)
+ERROR_COLOUR, READY_COLOUR = "#c62828", "#2e7d32"
+ESTIMATE_TIP = "Parameters of the U-Net these settings build, and a rough training memory estimate"
 
 
 class SettingsPanel(QWidget):
@@ -57,17 +66,21 @@ class SettingsPanel(QWidget):
         top.addWidget(self.save_button)
         outer.addLayout(top)
 
-        self.estimate_label = QLabel("Estimating model size…")
+        self.estimate_label = ElidedLabel("Estimating model size…")  # one line: the breakdown is its tooltip
         self.estimate_label.setObjectName("estimate_label")
-        self.estimate_label.setWordWrap(True)
-        self.estimate_label.setToolTip("Parameters of the U-Net these settings build, and a rough training memory estimate")
         outer.addWidget(self.estimate_label)
         self.error_label = QLabel()
         self.error_label.setObjectName("hparam_errors")
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #c62828;")
-        self.error_label.hide()
-        outer.addWidget(self.error_label)
+        self.error_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.verdict_box = QScrollArea()  # fixed height: the form below never moves when problems come and go
+        self.verdict_box.setObjectName("verdict_box")
+        self.verdict_box.setWidgetResizable(True)
+        self.verdict_box.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.verdict_box.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.verdict_box.setWidget(self.error_label)
+        self.verdict_box.setFixedHeight(VERDICT_LINES * self.fontMetrics().lineSpacing() + 6)
+        outer.addWidget(self.verdict_box)
 
         self.scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -132,17 +145,22 @@ class SettingsPanel(QWidget):
 
     # -- feedback ---------------------------------------------------------------------------------
     def show_errors(self, errors: list[str]) -> None:
-        """The full validation's verdict: listed above the form (and marked on the fields it names)."""
+        """The full validation's verdict, in its fixed box above the form (and marked on the fields it names)."""
         if errors:
-            self.error_label.setText("<b>Cannot start:</b><br>" + "<br>".join(f"• {_escape(e)}" for e in errors))
-            self.error_label.show()
+            self.error_label.setStyleSheet(f"color: {ERROR_COLOUR};")
+            first, *more = errors
+            self.error_label.setText(f"<b>Cannot start:</b> {_escape(first)}" + "".join(f"<br>• {_escape(e)}" for e in more))
+            self.error_label.setToolTip("\n".join(errors))
         else:
-            self.error_label.hide()
+            self.error_label.setStyleSheet(f"color: {READY_COLOUR};")
+            self.error_label.setText("Ready: Start trains with these settings")
+            self.error_label.setToolTip("")
+        self.verdict_box.verticalScrollBar().setValue(0)
         for form in self.forms.values():
             form.mark_errors(errors)
 
     def set_estimate(self, text: str) -> None:
-        self.estimate_label.setText(text)
+        self.estimate_label.set_full_text(text, tooltip=text + "\n\n" + ESTIMATE_TIP)
 
     def set_preset_info(self, text: str) -> None:
         self.preset_info.setText(text)

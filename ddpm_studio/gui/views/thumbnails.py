@@ -77,6 +77,10 @@ class ThumbnailModel(QAbstractListModel):
         self.loads = 0
 
     # -- contents ---------------------------------------------------------------------------------
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self._files
+
     def set_files(self, files: tuple[str, ...]) -> None:
         self._reset(tuple(files), None)
 

@@ -31,6 +31,7 @@ from ddpm_studio.gui.views.images import rgb, to_qimage
 PAD = 2
 MAX_FULL_HISTORY = 40  # previews whose full trajectory arrays are kept; older ones keep their final grid only
 MODES = ("x_t (noisy sample)", "predicted x₀", "side by side")
+NO_FRAMES = "this preview has no trajectory frames; a reopened run keeps only each preview's final samples"
 
 
 @dataclass
@@ -83,10 +84,8 @@ class TrajectoryViewer(QWidget):
         self.mode.currentIndexChanged.connect(lambda _i: (self._render(), self._fit()))
         self.play = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "Play")
         self.play.setCheckable(True)
-        self.play.setToolTip("Animate the denoising from t = T to 0")
         self.play.toggled.connect(self._on_play)
         self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setToolTip("Scrub the timestep t")
         self.slider.valueChanged.connect(self._render)
         self.t_label = QLabel("No preview yet")
         self.t_label.setMinimumWidth(150)
@@ -123,6 +122,8 @@ class TrajectoryViewer(QWidget):
         self.empty_text = pg.TextItem("Trajectories appear here at each preview", color="#777", anchor=(0.5, 0.5))
         self.grid_box.addItem(self.empty_text)
         layout.addWidget(self.view, 1)
+        self._show_frame_box(False)
+        self._centre_placeholder()
 
         self.strip = QListWidget()
         self.strip.setObjectName("preview_history")
@@ -139,6 +140,7 @@ class TrajectoryViewer(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(250)
         self.timer.timeout.connect(self._advance)
+        self._set_playable(False, "no preview yet")
 
     # -- data -------------------------------------------------------------------------------------
     def add_preview(self, preview: object) -> None:
@@ -154,8 +156,12 @@ class TrajectoryViewer(QWidget):
             self.strip.setCurrentRow(len(self.history) - 1)
 
     def add_image(self, step: int, image: np.ndarray) -> None:
-        """A preview known only by its final grid (H, W, C) uint8 (a reopened run's previews/ folder)."""
+        """A preview known only by its final grid (H, W, C) uint8 (a reopened run's previews/ folder); the newest
+        is shown."""
+        follow = self.strip.currentRow() in (-1, len(self.history) - 1)
         self._append(PreviewEntry(step, (), None, None, image))
+        if follow:
+            self.strip.setCurrentRow(len(self.history) - 1)
 
     def _append(self, entry: PreviewEntry) -> None:
         self.history.append(entry)
@@ -177,8 +183,33 @@ class TrajectoryViewer(QWidget):
         self.grid_image.clear()
         self.frame_image.clear()
         self._clear_marks()
+        self._set_playable(False, "no preview yet")
+        self.slider.setRange(0, 0)
+        self._show_frame_box(False)
         self.empty_text.show()
+        self._centre_placeholder()
         self.t_label.setText("No preview yet")
+
+    def _centre_placeholder(self) -> None:
+        """The placeholder at the middle of the (empty) view, wherever the last run's images left the range."""
+        self.grid_box.setRange(xRange=(-1, 1), yRange=(-1, 1), padding=0)
+        self.empty_text.setPos(0, 0)
+
+    def _show_frame_box(self, shown: bool) -> None:
+        """The enlarged panel beside the grid, only for a preview with frames (else the grid takes the width)."""
+        self.frame_box.setVisible(shown)
+        self.frame_box.setMaximumWidth(1e6 if shown else 0)
+        self.view.ci.layout.setColumnStretchFactor(1, 2 if shown else 0)
+
+    def _set_playable(self, playable: bool, why: str = NO_FRAMES) -> None:
+        """Scrubbing and Play need trajectory frames; a reopened run's previews have only their final samples."""
+        tip = "" if playable else f" (unavailable: {why})"
+        if not playable:
+            self.play.setChecked(False)
+        self.slider.setEnabled(playable)
+        self.play.setEnabled(playable)
+        self.slider.setToolTip("Scrub the timestep t" + tip)
+        self.play.setToolTip("Animate the denoising from t = T to 0" + tip)
 
     # -- display ----------------------------------------------------------------------------------
     def _on_history(self, row: int) -> None:
@@ -205,12 +236,19 @@ class TrajectoryViewer(QWidget):
         entry = self.current
         if entry is None:
             return
-        if entry.x_t is None or entry.x0 is None:
+        if entry.x_t is None or entry.x0 is None:  # one grid, headed; nothing to scrub
+            self._set_playable(False)
+            self._show_frame_box(False)
             self.grid_image.setImage(entry.final, autoLevels=False, levels=(0, 255))
-            self.frame_image.setImage(entry.final, autoLevels=False, levels=(0, 255))
+            self.frame_image.clear()
             self._clear_marks()
+            self.captions[0].setText(f"Final samples at step {entry.step:,}")
+            self.captions[0].setPos(entry.final.shape[1] / 2, 0)
             self.t_label.setText(f"step {entry.step:,}: final samples")
+            self.t_label.setToolTip("This preview was saved as its final samples only (no trajectory frames)")
             return
+        self._set_playable(True)
+        self._show_frame_box(True)
         mode, k = self.mode.currentIndex(), self.slider.value()
         if mode == 0:
             grid, frame = trajectory_grid(entry.x_t), samples_grid(entry.x_t[k])
