@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 SAMPLERS = ("ddpm:1000,ddim:10,ddim:25,ddim:50,ddim:100,dpm++2m:10,dpm++2m:20,dpm++2m:50,"
             "dpm++2m-sde:10,dpm++2m-sde:20,dpm++2m-sde:50")
-FULL = {"train_steps": 6000, "num_images": 256, "image_size": 16, "preset": "tiny", "schedule": "linear"}
-QUICK = {"train_steps": 20, "num_images": 8, "image_size": 16, "preset": "tiny", "schedule": "linear"}
+FULL = {"train_steps": 6000, "num_images": 256, "image_size": 16, "preset": "tiny", "schedule": "linear",
+        "prediction": "epsilon"}
+QUICK = {**FULL, "train_steps": 20, "num_images": 8}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, help=f"Demo image size (full: {FULL['image_size']})")
     p.add_argument("--preset", help=f"Model preset (full: {FULL['preset']})")
     p.add_argument("--schedule", help=f"Noise schedule, linear or cosine (full: {FULL['schedule']})")
+    p.add_argument("--prediction", help=f"epsilon or v (full: {FULL['prediction']})")
+    p.add_argument("--train-only", action="store_true", help="Train the checkpoint and stop (sample later with --checkpoint)")
     p.add_argument("--precision", default="off", help="Training mixed precision (default off: float32 on every machine)")
     p.add_argument("--batch-size", type=int, default=128, help="Sampling batch size")
     p.add_argument("--samplers", default=SAMPLERS, help=f"name:steps list (default {SAMPLERS})")
@@ -62,23 +65,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: The benchmark checkpoint's recipe, every setting that shapes the weights spelled out (not left to defaults that
+#: move): the tiny U-Net on 16x16 demo shapes, ε-prediction on the paper's linear schedule, 6,000 steps of batch 32,
+#: lr 1e-3 with a cosine decay after 200 warm-up steps, EMA 0.999, float32 on the CPU, seed 0. Training it again
+#: reproduces the checkpoint (the demo set and every random draw are seeded); settings added to the app later must
+#: default to their old behaviour (config.LEGACY_DEFAULTS) or be pinned here.
+RECIPE: dict[str, dict[str, Any]] = {
+    "data": {"source": "demo", "image_size": 16, "channels": 3, "hflip": True, "conditional": False},
+    "model": {"preset": "tiny", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1,
+              "attention_resolutions": [8], "dropout": 0.1},
+    "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon", "loss": "mse", "min_snr_gamma": 0.0},
+    "optim": {"batch_size": 32, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 200, "lr_schedule": "cosine",
+              "weight_decay": 0.0, "grad_clip": 1.0, "ema_decay": 0.999, "mixed_precision": "off", "device": "cpu",
+              "total_steps": 6000, "seed": 0},
+    "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0, "log_every": 50},
+}
+
+
+def recipe(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """:data:`RECIPE` with the command line's overrides (--quick and the size options change it: say so in the doc)."""
+    out = {section: dict(values) for section, values in RECIPE.items()}
+    out["data"]["image_size"] = args.image_size
+    out["optim"]["total_steps"] = args.train_steps
+    out["optim"]["warmup_steps"] = min(RECIPE["optim"]["warmup_steps"], args.train_steps // 10)
+    out["optim"]["seed"] = args.seed
+    out["optim"]["mixed_precision"] = args.precision
+    out["diffusion"]["schedule"] = args.schedule
+    out["diffusion"]["prediction"] = args.prediction
+    if args.preset != RECIPE["model"]["preset"]:
+        out["model"] = {"preset": args.preset}
+    return out
+
+
 def train(args: argparse.Namespace) -> Path:
-    """Train the benchmark's checkpoint on the demo shapes; returns its path."""
+    """Train the benchmark's checkpoint on the demo shapes (:data:`RECIPE`); returns its path."""
     from ddpm_studio.cli_progress import EventPrinter
     from ddpm_studio.services import config as config_mod
     from ddpm_studio.services.control import drive
     from ddpm_studio.services.runs import RunFolder
     from ddpm_studio.services.training import TrainingSession
 
-    cfg = config_mod.check(config_mod.from_dict({
-        "data": {"source": "demo", "image_size": args.image_size, "channels": 3},
-        "model": {"preset": args.preset},
-        "diffusion": {"timesteps": 1000, "schedule": args.schedule, "prediction": "epsilon"},  # as published in its table
-        "optim": {"batch_size": 32, "lr": 1e-3, "warmup_steps": min(200, args.train_steps // 10), "lr_schedule": "cosine",
-                  "ema_decay": 0.999, "total_steps": args.train_steps, "device": "cpu", "seed": args.seed,
-                  "mixed_precision": args.precision},
-        "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0, "log_every": 50},
-    }))
+    cfg = config_mod.check(config_mod.from_dict(recipe(args)))
     name = f"quality-vs-steps-{time.strftime('%Y%m%d-%H%M%S')}"
     session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=name)  # None: the app's runs folder
     printer = EventPrinter()
@@ -169,6 +196,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ddpm-quality-") as tmp:
         if args.quick and args.runs_dir is None:
@@ -179,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = resolve_checkpoint(args.checkpoint)
         else:
             checkpoint = train(args)
-            print(f"Trained {checkpoint}; reuse it with --checkpoint {checkpoint}")
+            print(f"Trained {checkpoint}; reuse it with --checkpoint {checkpoint}", flush=True)
+            if args.train_only:
+                return 0
         train_seconds = time.perf_counter() - started
         result = measure(args, checkpoint)
     result["train_seconds"] = None if args.checkpoint else round(train_seconds, 1)
