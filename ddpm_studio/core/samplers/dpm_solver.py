@@ -21,8 +21,9 @@ solvers lose most of their score to off-palette colours).
 
 On the third-order coefficient: the reference code (LuChengTHU/dpm-solver, diffusers, k-diffusion's
 ``dpmpp_3m_sde``) multiplies D2 by (e^{-h} - 1 + h)/h² - 1/2, half of c2 here for the ODE; with D2 defined as
-below that makes the step only second-order accurate. tests/core/test_samplers.py measures the order on an
-exact Gaussian denoiser: 3.0 with c2, 2.0 with the halved coefficient.
+below that leaves an O(h³) local error, so the step is only second-order accurate. tests/core/test_samplers.py
+measures the order on an exact Gaussian denoiser over 16-128 steps: 4.0 with c2 (DDIM 1.0, 2M 2.0), 2.3 and
+falling towards 2 with the halved coefficient.
 """
 
 from __future__ import annotations
