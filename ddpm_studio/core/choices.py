@@ -1,10 +1,7 @@
 """Names of the modelling choices, importable without torch (the GUI builds its form before torch loads)."""
 
-from ddpm_studio.core.sampler_catalog import SAMPLER_NAMES  # noqa: F401 - the registry is the one source
+from ddpm_studio.core.sampler_catalog import SAMPLER_NAMES, SPACINGS  # noqa: F401 - the registry is the one source
 
-#: Samplers that map x_T to x_0 deterministically (interpolation needs one; DDIM only with η = 0).
-DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
-SPACINGS = ("uniform", "quadratic", "trailing")
 VARIANCES = ("beta_tilde", "beta")
 LOSS_TYPES = ("mse", "l1", "huber")
 #: What the network predicts: the noise ε (Ho et al.) or the velocity v = √ᾱ ε - √(1-ᾱ) x_0 (Salimans & Ho 2022).

@@ -30,7 +30,7 @@ from ddpm_studio.core.choices import (
     SPACINGS,
     VARIANCES,
 )
-from ddpm_studio.core.sampler_catalog import uses_steps
+from ddpm_studio.core.sampler_catalog import sampler_help, spacing_help, uses_steps
 from ddpm_studio.core.unet_config import UNetConfig, preset_config
 
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
@@ -136,10 +136,10 @@ class ScheduleConfig:
 class SampleConfig:
     """How to generate images from a trained model."""
 
-    sampler: str = setting("dpm++2m-sde", "Sampler", "ddpm: the paper's 1000-step ancestral sampler; ddim: deterministic, 10-100 steps; dpm++2m: DPM-Solver++, deterministic, good in 10-25 steps; dpm++2m-sde: its stochastic form, which corrects more of a small model's errors (20-50 steps).", choices=SAMPLER_NAMES)
+    sampler: str = setting("dpm++2m-sde", "Sampler", sampler_help(), choices=SAMPLER_NAMES)
     steps: int = setting(50, "Steps", "Sampler steps (DDPM always uses T).", min=1, max=4000)
     eta: float = setting(0.0, "DDIM η", "0 = deterministic DDIM, 1 = DDPM-like noise.", min=0.0, max=1.0)
-    spacing: str = setting("uniform", "Timestep spacing", "Which timesteps a short sampler visits.", choices=SPACINGS)
+    spacing: str = setting("uniform", "Timestep spacing", spacing_help(), choices=SPACINGS)
     variance: str = setting("beta_tilde", "DDPM variance", "σ² = β̃ (posterior) or β (the paper's two choices).", choices=VARIANCES)
     num_images: int = setting(16, "Number of images", "How many images to generate.", min=1, max=100_000)
     sample_batch_size: int = setting(16, "Sampling batch size", "Images denoised at once.", min=1, max=1024)

@@ -1,7 +1,7 @@
 """Interpolation between two seeds: slerp their x_T, decode every point with a deterministic sampler,
 save the row of images as one strip PNG.
 
-A deterministic sampler (DDIM with η = 0, or DPM-Solver++; dpm++2m-sde is swapped for its ODE form)
+A deterministic sampler (DDIM with η = 0, or an ODE solver; a stochastic solver is swapped for its ODE form)
 makes the image a smooth function of x_T, so the strip morphs instead of flickering, and its ends are
 exactly the images ``sample`` gives for the two seeds. Conditional models get one row per class when Class is "all".
 """
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ddpm_studio.core.interpolation import slerp_path
+from ddpm_studio.core.sampler_catalog import SAMPLERS, deterministic_samplers
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.conditioning import class_index
 from ddpm_studio.services.control import RunControl
@@ -30,13 +31,11 @@ from ddpm_studio.services.sampling import (
     seed_noise,
 )
 
-#: Stochastic samplers whose deterministic form interpolation uses instead (same steps and spacing).
-DETERMINISTIC_FORM = {"dpm++2m-sde": "dpm++2m"}
-
 
 def deterministic_form(sample: config_mod.SampleConfig) -> config_mod.SampleConfig:
-    """``sample`` with dpm++2m-sde replaced by its ODE form, dpm++2m (the default sampler is the SDE one)."""
-    name = DETERMINISTIC_FORM.get(sample.sampler)
+    """``sample`` with a stochastic solver replaced by its ODE form (the catalog's ``ode_form``: dpm++2m-sde →
+    dpm++2m), same steps and spacing; unknown names are left for validation to report."""
+    name = SAMPLERS[sample.sampler].ode_form if sample.sampler in SAMPLERS else None
     return sample if name is None else dataclasses.replace(sample, sampler=name)
 
 
@@ -45,8 +44,9 @@ def interpolation_errors(sample: config_mod.SampleConfig, interp: config_mod.Int
     sample = deterministic_form(sample)
     errors = config_mod.field_errors(sample) + config_mod.field_errors(interp)
     if not sampler_spec(sample).deterministic:
-        errors.append(f"Interpolation needs a deterministic sampler: ddim with η = 0, or dpm++2m "
-                      f"(got {sample.sampler}{f' with η = {sample.eta:g}' if sample.sampler == 'ddim' else ''})")
+        eta = f" with η = {sample.eta:g}" if SAMPLERS[sample.sampler].uses_eta else ""
+        errors.append(f"Interpolation needs a deterministic sampler: {', '.join(deterministic_samplers())} "
+                      f"(ddim with η = 0), got {sample.sampler}{eta}")
     return errors
 
 

@@ -69,7 +69,7 @@ class Previewer:
         x_t, x0, timesteps = [], [], []
         for s in iter_sampler(self.spec, denoise, self.schedule, self.x_T.clone(), gen):
             if s.index in keep:  # stream: a 1000-step DDPM preview must not hold every frame
-                x_t.append(to_uint8(s.x_t))
+                x_t.append(to_uint8(s.x_next))
                 x0.append(to_uint8(s.x0_pred))
                 timesteps.append(s.t)
         final = x_t[-1]

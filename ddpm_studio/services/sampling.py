@@ -161,10 +161,10 @@ def denoise_batches(
             if s.index in keep and b == 0:
                 frame = make_grid(to_uint8(s.x0_pred))
                 if trajectory is not None:
-                    trajectory.append(make_grid(to_uint8(s.x_t)))
+                    trajectory.append(make_grid(to_uint8(s.x_next)))
             elapsed = time.perf_counter() - start
             yield SamplingProgress(done, total, b + 1, len(batches), elapsed / done * (total - done), frame)
-            final = s.x_t
+            final = s.x_next
         assert final is not None
         results.append(to_uint8(final))
     return np.concatenate(results)

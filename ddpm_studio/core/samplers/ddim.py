@@ -1,4 +1,4 @@
-"""DDIM sampling, Song et al. 2020, eq. (12), over any subsequence of timesteps.
+"""DDIM sampling, Song et al. 2020, eq. (12), over any descending subsequence of timesteps.
 
 Notation: ᾱ_t, ᾱ_prev the cumulative products at the current and next visited timestep
 (ᾱ_prev = 1 after the last), σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1-ᾱ_t/ᾱ_prev), eq. (16).
@@ -7,12 +7,12 @@ Notation: ᾱ_t, ᾱ_prev the cumulative products at the current and next visite
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from ddpm_studio.core.samplers.base import Denoiser, SampleStep, batch_t, draw_noise, timestep_sequence
+from ddpm_studio.core.samplers.base import Denoiser, SampleStep, batch_t, check_timesteps, draw_noise
 from ddpm_studio.core.schedules import NoiseSchedule
 
 
@@ -20,15 +20,14 @@ def ddim_steps(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    timesteps: Sequence[int],
     *,
-    num_steps: int = 50,
     eta: float = 0.0,
-    spacing: str = "uniform",
     generator: torch.Generator | None = None,
     clip_x0: bool = True,
 ) -> Iterator[SampleStep]:
-    """Yield one step per visited timestep, from x_T to x_0."""
-    seq = timestep_sequence(schedule.num_timesteps, num_steps, spacing)
+    """Yield one step per visited timestep (``timesteps``, descending), from x_T to x_0."""
+    seq = check_timesteps(timesteps, schedule.num_timesteps)
     x = x_T
     for index, t in enumerate(seq):
         t_prev = seq[index + 1] if index + 1 < len(seq) else -1
@@ -47,4 +46,4 @@ def ddim_steps(
         x = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
         if sigma > 0 and t_prev >= 0:
             x = x + sigma * draw_noise(x.shape, generator, x)
-        yield SampleStep(index=index, total=len(seq), t=t, x_t=x, x0_pred=x0)
+        yield SampleStep(index=index, total=len(seq), t=t, x_next=x, x0_pred=x0)

@@ -47,4 +47,4 @@ def ddpm_steps(
             x = mean + sigma * draw_noise(x.shape, generator, x)
         else:
             x = mean
-        yield SampleStep(index=index, total=total, t=t, x_t=x, x0_pred=x0)
+        yield SampleStep(index=index, total=total, t=t, x_next=x, x0_pred=x0)

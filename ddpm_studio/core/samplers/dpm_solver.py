@@ -1,99 +1,117 @@
-"""DPM-Solver++(2M), Lu et al. 2022 ("DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
-Probabilistic Models", Algorithm 2), in the data-prediction form of diffusers'
-``DPMSolverMultistepScheduler`` (``solver_order=2``, ``solver_type="midpoint"``, lower-order final step).
+"""Multistep DPM-Solver++ of order 1-3, Lu et al. 2022 ("DPM-Solver++: Fast Solver for Guided Sampling of
+Diffusion Probabilistic Models", Algorithm 2 for 2M; the 3M form of their code and of diffusers'
+``DPMSolverMultistepScheduler(solver_order=3)``), on the probability-flow ODE or on the reverse SDE.
 
-Why: it solves the probability-flow ODE with a second-order multistep method in λ, so 10-20 model
-calls give samples close to those of a 1000-step DDPM (the paper: CIFAR-10 FID 4.70 at 10 steps).
+Why: it solves the diffusion ODE with an exponential integrator in λ, exact for the linear part, and a
+polynomial through the last data predictions for the rest, so 10-20 model calls come close to a
+1000-step DDPM (the paper: CIFAR-10 FID 4.70 at 10 steps).
 
-Notation (VP SDE of the DDPM schedule): α_t = √ᾱ_t, σ_t = √(1-ᾱ_t), λ_t = log(α_t/σ_t) (half the
-log-SNR), h_i = λ_{t_{i+1}} - λ_{t_i} > 0 the step in λ, x̂_0 = x_θ(x_t, t) the data prediction.
-After the last visited timestep the solver lands on the clean image (α = 1, σ = 0, λ = ∞).
+Notation (see :mod:`.base`): α, σ, λ at the current visited timestep t and the next one, h = λ_next - λ_t > 0,
+x̂_0 = x_θ(x_t, t) the data prediction. The exact solution from t to next is
+x_next = c_x x_t + α_next ∫_0^h κ e^{-κ(h-u)} x_θ(λ_t + u) du  (+ σ_next √(1 - e^{-2h}) z for the SDE),
+with κ = 1, c_x = σ_next/σ_t for the ODE and κ = 2, c_x = (σ_next/σ_t) e^{-h} for the SDE (Lu et al. §5).
+Writing x_θ(λ_t + u) ≈ D0 + (u/h) D1 + (u/h)² D2 (a polynomial through the last 1-3 predictions) gives
+x_next = c_x x_t + α_next (c0 D0 + c1 D1 + c2 D2) with
+c0 = 1 - e^{-κh}, c1 = 1 - (1 - e^{-κh})/(κh), c2 = 1 - 2/(κh) + 2 (1 - e^{-κh})/(κh)².
 
-``stochastic=True`` is SDE-DPM-Solver++(2M) (Lu et al. 2022 §5; diffusers' ``sde-dpmsolver++``): the same
-data-prediction extrapolation D, but each step solves the reverse SDE instead of the ODE,
-x_next = (σ_next/σ_t) e^{-h} x_t + α_next (1 - e^{-2h}) D + σ_next √(1 - e^{-2h}) z. Why both: the
-ODE maps noise to image deterministically (interpolation needs that), but carries a model's errors to
-the end; the injected noise lets an imperfect model correct them, as DDPM's 1000 steps do (on the demo
-benchmark, docs/quality_vs_steps.md, the ODE solvers lose most of their score to off-palette colours).
+``stochastic=True`` is SDE-DPM-Solver++ (diffusers' ``sde-dpmsolver++``). Why both: the ODE maps noise to image
+deterministically (interpolation needs that), but carries a model's errors to the end; the injected noise lets an
+imperfect model correct them, as DDPM's 1000 steps do (on the demo benchmark, docs/quality_vs_steps.md, the ODE
+solvers lose most of their score to off-palette colours).
+
+On the third-order coefficient: the reference code (LuChengTHU/dpm-solver, diffusers, k-diffusion's
+``dpmpp_3m_sde``) multiplies D2 by (e^{-h} - 1 + h)/h² - 1/2, half of c2 here for the ODE; with D2 defined as
+below that leaves an O(h³) local error, so the step is only second-order accurate. tests/core/test_samplers.py
+measures the order on an exact Gaussian denoiser over 16-128 steps: 4.0 with c2 (DDIM 1.0, 2M 2.0), 2.3 and
+falling towards 2 with the halved coefficient.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from ddpm_studio.core.samplers.base import Denoiser, SampleStep, batch_t, draw_noise, timestep_sequence
+from ddpm_studio.core.samplers.base import (
+    Denoiser,
+    SampleStep,
+    alpha_sigma,
+    check_timesteps,
+    draw_noise,
+    effective_order,
+    predict_x0,
+    steps_in_lambda,
+)
 from ddpm_studio.core.schedules import NoiseSchedule
 
 
-def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
-    """(α_t, σ_t) as float64 Python numbers; t = -1 is the clean image (1, 0)."""
-    if t < 0:
-        return 1.0, 0.0
-    a_bar = float(schedule.alphas_cumprod[t].double())
-    return math.sqrt(a_bar), math.sqrt(1.0 - a_bar)
+def _phi(h: float, kappa: float) -> tuple[float, float, float]:
+    """(c0, c1, c2) of the module docstring for a step h in λ; kappa = 1 (ODE) or 2 (SDE)."""
+    kh = kappa * h
+    c0 = -math.expm1(-kh)  # 1 - e^{-κh}, accurate for small steps (1000-step runs)
+    return c0, 1.0 - c0 / kh, 1.0 - 2.0 / kh + 2.0 * c0 / kh**2
 
 
 def dpm_solver_steps(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    timesteps: Sequence[int],
     *,
-    num_steps: int = 20,
-    spacing: str = "uniform",
     order: int = 2,
     clip_x0: bool = True,
     stochastic: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[SampleStep]:
-    """Yield one step per model call, from x_T to x_0. Deterministic unless ``stochastic`` (then seeded by ``generator``).
+    """Yield one step per model call, from x_T to x_0. Deterministic unless ``stochastic`` (then seeded by
+    ``generator``).
 
-    ``order=1`` is DPM-Solver++(1), which is exactly DDIM with η = 0 (Lu et al. 2022, §4.1).
+    ``order=1`` is DPM-Solver++(1), which is exactly DDIM with η = 0 (Lu et al. 2022, §4.1); with
+    ``stochastic`` it is DDIM with η = 1.
     """
-    if order not in (1, 2):
-        raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {order})")
-    seq = timestep_sequence(schedule.num_timesteps, num_steps, spacing)
+    if order not in (1, 2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3 (got {order})")
+    seq = check_timesteps(timesteps, schedule.num_timesteps)
+    hs = steps_in_lambda(schedule, seq)  # h_i, the steps in λ
+    kappa = 2.0 if stochastic else 1.0
     x = x_T
-    prev_x0: Tensor | None = None
-    prev_lambda = 0.0
+    history: list[Tensor] = []  # the last data predictions, newest last
     for index, t in enumerate(seq):
-        t_next = seq[index + 1] if index + 1 < len(seq) else -1
-        tt = batch_t(t, x)
-        eps = denoise(x, tt)
-        # 1. data prediction x̂_0 = (x_t - σ_t ε̂) / α_t (Ho et al. eq. 4 inverted), clipped (the "++": thresholding works here)
-        x0 = schedule.predict_x0_from_eps(x, tt, eps)
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-        a_t, s_t = _alpha_sigma(schedule, t)
-        lam_t = math.log(a_t / s_t)
-        if t_next < 0:
-            # Final step to σ = 0 (h = ∞): the first-order update reduces to x_0 = x̂_0 (diffusers'
-            # lower_order_final with final_sigmas_type="zero").
+        # 1. data prediction x̂_0 (clipped: thresholding works on x̂_0, the "++" of the paper)
+        x0 = predict_x0(denoise, schedule, x, t, clip_x0)
+        history = [*history[-2:], x0]
+        if index + 1 == len(seq):
+            # 2. The last step goes to σ = 0 (h = ∞): the first-order update is x_0 = x̂_0 (diffusers'
+            #    lower_order_final with final_sigmas_type="zero"), for the ODE and the SDE alike.
             x = x0
         else:
-            a_n, s_n = _alpha_sigma(schedule, t_next)
-            h = math.log(a_n / s_n) - lam_t
-            phi = math.expm1(-h)  # e^{-h} - 1, accurate when h is small (1000-step runs)
-            if order == 1 or prev_x0 is None or t_next == 0:
-                # 2. DPM-Solver++(1) (Lu et al.'s first-order update, = DDIM η = 0):
-                #    x_next = (σ_next/σ_t) x_t - α_next (e^{-h} - 1) x̂_0.
-                #    Also used for the step that lands on t = 0 (uniform / quadratic spacing): that is the
-                #    effective last step (the call at t = 0 only returns x̂_0 ≈ x_0) and by far the largest in
-                #    λ (λ_0 ≈ 4.6 for the linear schedule), where the 2M extrapolation amplifies errors; this
-                #    is diffusers' lower_order_final applied to it (tests/core/test_samplers.py measures it).
-                d = x0
+            s_t = alpha_sigma(schedule, t)[1]
+            a_n, s_n = alpha_sigma(schedule, seq[index + 1])
+            h = hs[index]
+            c0, c1, c2 = _phi(h, kappa)
+            k = effective_order(order, index, len(seq), hs)
+            if k == 1:
+                # 3a. DPM-Solver++(1): x_next = c_x x_t + α_next c0 x̂_0
+                update = c0 * x0
+            elif k == 2:
+                # 3b. 2M, Algorithm 2 ("midpoint" form): r = h_{i-1}/h_i, D = x̂_0,i + (x̂_0,i - x̂_0,i-1)/(2r)
+                r0 = hs[index - 1] / h
+                update = c0 * (x0 + (x0 - history[-2]) / (2.0 * r0))
             else:
-                # 3. 2M multistep, Algorithm 2: r = h_{i-1}/h_i, D = (1 + 1/(2r)) x̂_0,i - 1/(2r) x̂_0,i-1
-                r = (lam_t - prev_lambda) / h
-                d = x0 + (x0 - prev_x0) / (2.0 * r)
+                # 3c. 3M: divided differences through three predictions, D1 ≈ h x_θ', D2 ≈ h² x_θ''/2
+                r0, r1 = hs[index - 1] / h, hs[index - 2] / h
+                d1_0 = (x0 - history[-2]) / r0
+                d1_1 = (history[-2] - history[-3]) / r1
+                d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                update = c0 * x0 + c1 * d1 + c2 * d2
             if stochastic:
-                decay = math.exp(-h)
-                spread = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
-                x = (s_n / s_t * decay) * x + (a_n * spread) * d + (s_n * math.sqrt(spread)) * draw_noise(x.shape, generator, x)
+                # 4. SDE: x_next = (σ_n/σ_t) e^{-h} x_t + α_n (...) + σ_n √(1 - e^{-2h}) z
+                noise = draw_noise(x.shape, generator, x)
+                x = (s_n / s_t * math.exp(-h)) * x + a_n * update + (s_n * math.sqrt(c0)) * noise
             else:
-                x = (s_n / s_t) * x - (a_n * phi) * d
-        prev_x0, prev_lambda = x0, lam_t
-        yield SampleStep(index=index, total=len(seq), t=t, x_t=x, x0_pred=x0)
+                # 4. ODE: x_next = (σ_n/σ_t) x_t + α_n (...)
+                x = (s_n / s_t) * x + a_n * update
+        yield SampleStep(index=index, total=len(seq), t=t, x_next=x, x0_pred=x0)
