@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Continue a run from its newest (or this) checkpoint")
     train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
     train.add_argument("--name", help="Name of the new run folder")
+    train.add_argument("--force-unlock", action="store_true",
+                       help="With --resume: take the run over although its lock record names a process on another "
+                            "computer (when that process no longer trains it); a running process's lock cannot be forced")
     train.add_argument("--find-batch-size", action="store_true",
                        help="Before a new run, find the largest micro-batch that fits in the device's memory: halve it "
                             "and raise gradient accumulation until a training step fits, keeping the effective batch")
@@ -223,10 +226,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     distributed = launched_by_torchrun()  # torchrun --nproc_per_node N: DDP, rank 0 writes the run folder
-    if args.resume:
+    resume = args.resume
+    if resume is None and distributed:  # restarted by torchrun --max-restarts: continue the run the job was training
+        from ddpm_studio.services.elastic import run_to_resume
+
+        resume = run_to_resume(args.runs_dir)
+    if args.force_unlock and resume is None:
+        print("error: --force-unlock goes with --resume RUN", file=sys.stderr)
+        return 2
+    if resume:
         from ddpm_studio.services.runs import resolve_checkpoint
 
-        session = TrainingSession(resume_from=resolve_checkpoint(args.resume), overrides=overrides, runs_dir=args.runs_dir,
+        checkpoint = resolve_checkpoint(resume)
+        if args.force_unlock and env_rank() == 0 and checkpoint.parent.name == "checkpoints":
+            from ddpm_studio.services.run_lock import force_unlock
+
+            removed = force_unlock(checkpoint.parent.parent)
+            if removed is not None:
+                print(f"Removed the lock record of {removed.describe()}", file=sys.stderr)
+        session = TrainingSession(resume_from=checkpoint, overrides=overrides, runs_dir=args.runs_dir,
                                   distributed=distributed)
     else:
         base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()

@@ -203,8 +203,12 @@ class RunsController(QObject):
         if dialogs.ask(self.w, "Delete checkpoint", f"Delete {Path(path).name}? This cannot be undone.",
                        ("Delete", "Cancel"), default=1) != 0:
             return
+        from ddpm_studio.services.run_lock import RunLockError, delete_checkpoint
+
         try:
-            Path(path).unlink()
+            delete_checkpoint(path)  # refused while another process trains this run
+        except RunLockError as exc:
+            dialogs.show_error(self.w, "Cannot delete", str(exc))
         except OSError as exc:
             dialogs.show_error(self.w, "Cannot delete", f"{path}: {exc.strerror or exc}")
         self.refresh_checkpoints()

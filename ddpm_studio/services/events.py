@@ -160,7 +160,7 @@ def user_message(exc: BaseException) -> str:
         return "Out of memory: try a smaller batch size or model preset. " + text.splitlines()[0]
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "Disk full: " + text
-    known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError", "ConditioningError",
+    known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError", "ConditioningError", "RunLockError",
              "FeaturesUnavailable"}
     if name in known:
         return text

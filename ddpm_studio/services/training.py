@@ -48,6 +48,7 @@ from ddpm_studio.services.events import (
 )
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.run_lock import RunLock, claim_for_training
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.training_log import TrainingLog
 
@@ -119,6 +120,7 @@ class TrainingSession:
         self.run: RunFolder | None = None
         self.step = 0
         self.checkpointer: Checkpointer | None = None  # once the run folder exists
+        self.run_lock: RunLock | None = None  # rank 0's lock on the run folder while training it (services/run_lock.py)
         self._healthy = True
         self.distributed = distributed
         self.dist = Distributed()
@@ -155,6 +157,10 @@ class TrainingSession:
             self.device = dataclasses.replace(self.device, device=dev)
         dev = self.device.device
         main = self.dist.is_main
+        resumed_run = None
+        if self.resume_from and self.resume_from.parent.name == "checkpoints":
+            resumed_run = self.resume_from.parent.parent  # continue in the run's own folder
+            self._claim(resumed_run)  # locked before the (maybe long) image load
 
         yield Status("Loading images")
         from ddpm_studio.services.data_source import load_images
@@ -168,10 +174,11 @@ class TrainingSession:
             self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
         except ConditioningError as exc:
             raise TrainingError(str(exc)) from None
-        if self.resume_from and self.resume_from.parent.name == "checkpoints":
-            self.run = RunFolder(self.resume_from.parent.parent)  # continue in the run's own folder
+        if resumed_run is not None:
+            self.run = RunFolder(resumed_run)
         else:
             self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, self.run_name).path) if main else None))
+            self._claim(self.run.path)
         if main:
             config_mod.save_config_file(cfg, self.run.config_path)
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
@@ -209,6 +216,15 @@ class TrainingSession:
             resumed_from=str(self.resume_from) if self.resume_from else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
         )
+
+    def _claim(self, run_path: Path) -> None:
+        """One trainer per run folder: rank 0 locks it for the group (a second trainer is refused, naming this one),
+        and under torchrun notes the job in run.json, so that a group torchrun restarts finds it (services/elastic.py)."""
+        self.run_lock = claim_for_training(run_path, self.dist)
+        if self.dist.is_main:
+            from ddpm_studio.services.elastic import record_job
+
+            record_job(RunFolder(run_path))
 
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
@@ -396,6 +412,8 @@ class TrainingSession:
                 self._status(state="stopped", step=self.step)
             if hasattr(self, "training_log"):
                 self.training_log.close()
+            if self.run_lock is not None:  # after the last write to the run folder
+                self.run_lock.release()
             self.dist.close()
 
     def _loop(self) -> Iterator[Any]:
