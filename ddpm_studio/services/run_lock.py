@@ -283,9 +283,10 @@ def _claim_record(run_path: Path, purpose: str, *, os_locked: bool, force: bool)
         log.warning("Forcing the lock of run %s: removing the record of %s", run_path.name, existing.describe())
     elif existing is not None and not os_locked and pid_alive(existing.pid):
         raise RunLockError(_busy_message(run_path, existing), existing)  # no OS lock: a live pid is the holder
-    elif existing is not None:
-        log.warning("Taking over the lock of run %s from %s: that process is no longer running",
-                    run_path.name, existing.describe())
+    elif existing is not None:  # this host's, and the OS lock was free (or its pid is gone): stale
+        why = ("that process no longer holds it (the folder was copied, or its id was reused)" if pid_alive(existing.pid)
+               else "that process is no longer running")
+        log.warning("Taking over the lock of run %s from %s: %s", run_path.name, existing.describe(), why)
     elif unreadable:
         if not os_locked and not force:
             raise RunLockError(f"Run {run_path.name} has an unreadable lock record {path}; if no other process trains "
