@@ -17,9 +17,10 @@ Phases, each in fresh child processes (one at a time), for this checkout ("new")
    (the process's own: what a larger folder would make grow) and file-backed pages (mapped cache pages:
    clean copies of the file that the kernel drops under memory pressure); the child reports its kernel
    peak RSS (VmHWM) and its RSS after imports (baseline).
-4. **gather**: the time of ``images_to_batch`` (batch 32) on the in-memory tensor (``images[idx]``, the old
-   gather, and the new sorted ``index_select``) and on the memory map, warm and cold (the file's pages
-   evicted with posix_fadvise(DONTNEED) before each cold round), sorted or not.
+4. **gather**: the time of a batch of 32 through ``images_to_batch``: on an in-memory copy, the old gather
+   (``images[idx]``) and the new (sorted ``index_select``) interleaved; on the memory map as the cache opens
+   it (``map_npy``, advised MADV_RANDOM) and as plain ``np.load(mmap_mode="r")`` would, each cold (the file's
+   pages evicted with posix_fadvise(DONTNEED) first, then a fresh map) and warm (the same batches again).
 5. **ab**: training speed of the laptop preset (32 px, batch 32, a 4,096-image folder with the cache on),
    old and new interleaved in ``--ab-rounds`` rounds of ``--ab-steps`` steps, each a fresh child; the
    figure is the median step time after 10 warm-up steps.
@@ -170,12 +171,17 @@ def make_folder(folder: Path, n: int, size: int, workers: int) -> float:
 
 
 def gather_speed(cache_file: str | None, rounds: int, batches: int) -> dict[str, Any]:
-    """µs per batch of 32 for the old gather (images[idx]) and the new (sorted index_select) on an in-memory
-    copy and on the memory map, warm and cold."""
+    """µs per batch of 32 (median over rounds): the old gather (``images[idx]``) and the new (sorted
+    ``index_select``) on an in-memory copy, interleaved; and the new one on the memory map as the cache opens
+    it (``map_npy``: MADV_RANDOM) and as plain ``np.load(mmap_mode="r")`` opens it, each warm (pages already
+    mapped) and cold (the file's pages evicted with posix_fadvise(DONTNEED), then a fresh map)."""
     sys.path.insert(0, str(ROOT))
+    import warnings
+
     import numpy as np
     import torch
 
+    from ddpm_studio.core.decoded_cache import map_npy
     from ddpm_studio.services.batches import images_to_batch
 
     torch.set_num_threads(1)
@@ -199,10 +205,7 @@ def gather_speed(cache_file: str | None, rounds: int, batches: int) -> dict[str,
             fn(images, idx, flip)
         return (time.perf_counter() - t) / batches * 1e6
 
-    def mapped() -> torch.Tensor:
-        import warnings
-
-        arr = np.load(cache_file, mmap_mode="r")
+    def tensor(arr: np.ndarray) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.from_numpy(arr)
@@ -215,19 +218,20 @@ def gather_speed(cache_file: str | None, rounds: int, batches: int) -> dict[str,
             os.close(fd)
 
     result: dict[str, list[float]] = {}
-    ram = mapped().clone() if cache_file else torch.randint(0, 256, (100_000, 3, 64, 64), dtype=torch.uint8)
+    ram = tensor(map_npy(cache_file)).clone() if cache_file else torch.randint(0, 256, (100_000, 3, 64, 64),
+                                                                                 dtype=torch.uint8)
+    mappers = {"map_npy": map_npy, "np_load": lambda f: np.load(f, mmap_mode="r")}
     for r in range(rounds):
         for name, fn in (("old", old), ("new", new)):  # interleaved
-            result.setdefault(f"in_memory_{name}", []).append(per_batch_us(fn, ram, r))
-        if cache_file:
-            for name, fn in (("old", old), ("new", new)):
-                images = mapped()
-                per_batch_us(fn, images, 1000 + r)  # touch pages (warm)
-                result.setdefault(f"mapped_warm_{name}", []).append(per_batch_us(fn, images, 1000 + r))
-                del images
+            result.setdefault(f"in_memory_{name}_gather", []).append(per_batch_us(fn, ram, r))
+        if not cache_file:
+            continue
+        for mapper, open_map in mappers.items():
+            for gather, fn in (("new", new), ("old", old)) if mapper == "map_npy" else (("new", new),):
                 evict()
-                images = mapped()
-                result.setdefault(f"mapped_cold_{name}", []).append(per_batch_us(fn, images, 2000 + 7 * r))
+                images = tensor(open_map(cache_file))
+                result.setdefault(f"{mapper}_cold_{gather}_gather", []).append(per_batch_us(fn, images, 2000 + r))
+                result.setdefault(f"{mapper}_warm_{gather}_gather", []).append(per_batch_us(fn, images, 2000 + r))
                 del images
     return {key: round(statistics.median(values), 1) for key, values in result.items()} | {"rounds": rounds,
                                                                                           "batches": batches}
@@ -259,12 +263,15 @@ def main() -> int:
     parser.add_argument("--ab-rounds", type=int, default=3)
     parser.add_argument("--ab-steps", type=int, default=36)
     parser.add_argument("--phases", default="build,train,gather,ab")
+    parser.add_argument("--trees", default="old,new", help="Which implementations the build and train phases run")
+    parser.add_argument("--update", action="store_true", help="Keep the other figures of an existing --out file")
     parser.add_argument("--note", default="", help="Machine load etc., stored with the figures")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "big_dataset.json")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
-    trees = {"old": args.old.resolve(), "new": ROOT}
-    result: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version(),
+    trees = {name: path for name, path in (("old", args.old.resolve()), ("new", ROOT)) if name in args.trees.split(",")}
+    result: dict[str, Any] = json.loads(args.out.read_text()) if args.update and args.out.exists() else {}
+    result |= {"machine": platform.platform(), "python": platform.python_version(),
                               "cpu_count": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
                               "note": args.note, "images": args.images, "image_size": args.image_size,
                               "decoded_mb": round(args.images * 3 * args.image_size**2 / 2**20, 1),
@@ -312,10 +319,11 @@ def main() -> int:
         make_folder(small, 4096, 32, args.workers)
         settings = train_settings(small, 32, "laptop", 32, args.ab_steps)
         ab: dict[str, list[float]] = {"old": [], "new": []}
+        ab_trees = {"old": args.old.resolve(), "new": ROOT}
         for r in range(args.ab_rounds):
             for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
                 env = {"XDG_CACHE_HOME": str(work / f"ab-xdg-{name}")}
-                out = run_child(TRAIN_CHILD, [json.dumps(settings), str(work / f"ab-runs-{name}-{r}")], trees[name], env,
+                out = run_child(TRAIN_CHILD, [json.dumps(settings), str(work / f"ab-runs-{name}-{r}")], ab_trees[name], env,
                                 timeout=7200)
                 ab[name].append(out["images_per_s"])
                 print(f"  ab round {r} [{name}]: {out['images_per_s']:.1f} img/s", flush=True)

@@ -169,6 +169,10 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
     extra = {"max_full_history": MAX_FULL_HISTORY, "run_dir": studio.training.run_dir}
     w.close()
     QApplication.processEvents()
+    # What the app's aboutToQuit does (create_app(exec_app=False) never quits): wait for the background jobs.
+    # Without it a job still inside torch (reading the new checkpoint for the Generate panel) when the
+    # interpreter finalizes is killed mid-C++ call: "terminate called without an active exception".
+    studio.shutdown()
     return samples, extra
 
 

@@ -82,7 +82,10 @@ class Holder:
 
     @classmethod
     def mine(cls, purpose: str) -> Holder:
-        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if program in ("__main__.py", "-c", ""):  # python -m ddpm_studio …, or the app
+            program = "ddpm-studio"
+        command = " ".join([program, *sys.argv[1:]])[:200]
         return cls(os.getpid(), this_host(), time.time(), purpose, command)
 
     @property

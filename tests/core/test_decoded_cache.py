@@ -142,6 +142,22 @@ def test_a_cancelled_or_killed_build_leaves_nothing_behind(tmp_path: Path) -> No
     assert not killed.exists() and live.exists()
 
 
+def test_a_truncated_or_foreign_cache_file_is_decoded_again(tmp_path: Path) -> None:
+    root, cache = tmp_path / "imgs", tmp_path / "cache"
+    write_pngs(root, 10)
+    expected = load_image_folder(root, 8, 3).images
+    load_image_folder(root, 8, 3, cache_dir=cache)  # (its map is dropped at once: the file is cut below)
+    npy = npy_files(cache)[0]
+    for damage in (lambda: npy.write_bytes(npy.read_bytes()[:-100]),  # cut short
+                   lambda: np.save(npy, np.zeros((10, 3, 8, 8), dtype=np.float32)),  # another dtype
+                   lambda: np.save(npy, np.zeros((10, 3, 8, 8), dtype=np.uint8).T)):  # Fortran order
+        damage()
+        again = load_image_folder(root, 8, 3, cache_dir=cache)
+        assert torch.equal(again.images, expected) and again.backing_file == str(npy)
+        del again
+    assert decoded_cache.map_npy(npy).shape == (10, 3, 8, 8)
+
+
 def test_all_files_bad_with_the_cache(tmp_path: Path) -> None:
     root, cache = tmp_path / "imgs", tmp_path / "cache"
     write_pngs(root, 3, bad=(0, 1, 2))
