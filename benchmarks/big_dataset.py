@@ -19,8 +19,8 @@ Phases, each in fresh child processes (one at a time), for this checkout ("new")
    peak RSS (VmHWM) and its RSS after imports (baseline).
 4. **gather**: the time of a batch of 32 through ``images_to_batch``: on an in-memory copy, the old gather
    (``images[idx]``) and the new (sorted ``index_select``) interleaved; on the memory map as the cache opens
-   it (``map_npy``, advised MADV_RANDOM) and as plain ``np.load(mmap_mode="r")`` would, each cold (the file's
-   pages evicted with posix_fadvise(DONTNEED) first, then a fresh map) and warm (the same batches again).
+   it (``map_npy``), with both gathers, and with ``madvise(MADV_RANDOM)`` (tried, not used), each cold (the
+   file's pages evicted with posix_fadvise(DONTNEED) first, then a fresh map) and warm (the same batches again).
 5. **ab**: training speed of the laptop preset (32 px, batch 32, a 4,096-image folder with the cache on),
    old and new interleaved in ``--ab-rounds`` rounds of ``--ab-steps`` steps, each a fresh child; the
    figure is the median step time after 10 warm-up steps.
@@ -220,14 +220,24 @@ def gather_speed(cache_file: str | None, rounds: int, batches: int) -> dict[str,
     result: dict[str, list[float]] = {}
     ram = tensor(map_npy(cache_file)).clone() if cache_file else torch.randint(0, 256, (100_000, 3, 64, 64),
                                                                                  dtype=torch.uint8)
-    mappers = {"map_npy": map_npy, "np_load": lambda f: np.load(f, mmap_mode="r")}
+    def madv_random(path: str) -> np.ndarray:  # tried, not used: see map_npy
+        import mmap
+
+        arr = map_npy(path)
+        buffer = arr.base
+        while not isinstance(buffer, mmap.mmap):
+            buffer = buffer.base if hasattr(buffer, "base") else buffer.obj
+        buffer.madvise(mmap.MADV_RANDOM)
+        return arr
+
+    mappers = {"mapped": map_npy, "mapped_madv_random": madv_random}
     for r in range(rounds):
         for name, fn in (("old", old), ("new", new)):  # interleaved
             result.setdefault(f"in_memory_{name}_gather", []).append(per_batch_us(fn, ram, r))
         if not cache_file:
             continue
         for mapper, open_map in mappers.items():
-            for gather, fn in (("new", new), ("old", old)) if mapper == "map_npy" else (("new", new),):
+            for gather, fn in (("new", new), ("old", old)) if mapper == "mapped" else (("new", new),):
                 evict()
                 images = tensor(open_map(cache_file))
                 result.setdefault(f"{mapper}_cold_{gather}_gather", []).append(per_batch_us(fn, images, 2000 + r))

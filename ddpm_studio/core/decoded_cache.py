@@ -97,14 +97,14 @@ def read(stem: Path, n_files: int, shape: tuple[int, int, int]) -> tuple[np.ndar
 
 
 def map_npy(path: str | Path) -> np.ndarray:
-    """A read-only memory map of the array in a ``.npy`` file, advised for random access.
+    """A read-only memory map of the C-ordered array in a ``.npy`` file (``np.load(path, mmap_mode="r")``, which
+    would also map a Fortran-ordered one); ValueError for a file that is not a complete ``.npy`` of that kind.
 
-    Like ``np.load(path, mmap_mode="r")``, plus ``madvise(MADV_RANDOM)`` where the OS has it: training reads
-    rows in random order, so the default read-around (the disk's read-ahead, often 128 KB to several MB per
-    page fault) and fault-around (64 KB mapped per fault) only read and map rows no batch asked for.
-    Measured on 100,000 images at 64 px: 1,200 random rows left 19 MB of the file mapped instead of 85-93 MB,
-    and cold batches read 2-3x faster (benchmarks/big_dataset.py). Raises ValueError for a file that is not
-    a complete ``.npy``.
+    No ``madvise``: MADV_RANDOM was tried (training reads rows in random order). It left 19 MB of a 1.2 GB
+    cache mapped after 1,200 random rows instead of 85-93 MB, but on a set that fits in memory the first,
+    cold epoch read 3x slower (33 vs 10 ms per batch of 32 at 64 px, benchmarks/big_dataset.py), because the
+    default read-around loads the file in large chunks; on a set larger than memory the kernel itself stops
+    reading around a mapping after repeated misses.
     """
     import mmap
 
@@ -116,8 +116,6 @@ def map_npy(path: str | Path) -> np.ndarray:
             raise ValueError("not a C-ordered array of plain numbers")
         offset = fh.tell()
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # keeps its own handle on the file
-    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-        mapped.madvise(mmap.MADV_RANDOM)
     count = int(np.prod(shape))
     return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset).reshape(shape)  # too short: ValueError
 

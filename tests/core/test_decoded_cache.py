@@ -150,7 +150,7 @@ def test_a_truncated_or_foreign_cache_file_is_decoded_again(tmp_path: Path) -> N
     npy = npy_files(cache)[0]
     for damage in (lambda: npy.write_bytes(npy.read_bytes()[:-100]),  # cut short
                    lambda: np.save(npy, np.zeros((10, 3, 8, 8), dtype=np.float32)),  # another dtype
-                   lambda: np.save(npy, np.zeros((10, 3, 8, 8), dtype=np.uint8).T)):  # Fortran order
+                   lambda: np.save(npy, np.asfortranarray(np.zeros((10, 3, 8, 8), dtype=np.uint8)))):  # Fortran order
         damage()
         again = load_image_folder(root, 8, 3, cache_dir=cache)
         assert torch.equal(again.images, expected) and again.backing_file == str(npy)
