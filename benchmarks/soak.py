@@ -4,6 +4,8 @@ Usage (from the repository root; a benchmark, not a test: CI does not run it)::
 
     QT_QPA_PLATFORM=offscreen OMP_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py --minutes 30
     .venv/bin/python benchmarks/soak.py --minutes 30 --cli     # the CLI engine alone, in a child process
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/soak.py --minutes 30 --cli --preset laptop \
+        --image-size 32 --batch-size 32 --source folder --out benchmarks/results/soak_cli.json
 
 Drives the app as ``benchmarks/gui_responsiveness.py`` does (offscreen window, Start on the built-in demo
 shapes) with previews every ``--preview-minutes`` and checkpoints every ``--checkpoint-minutes``. Every
@@ -16,6 +18,11 @@ trains, the step, the loss plot's points and the buffer bytes behind them, and t
 - the loss plot's growth per hour (bytes) and whether the preview history's full-trajectory count stops
   at its cap (``trajectory_view.MAX_FULL_HISTORY``);
 - steps per second.
+
+``--source folder`` writes the demo shapes to a folder first and trains from it with the decoded cache, so
+the images come from the memory-mapped cache file (in the CLI mode the child's RSS is also split into
+anonymous memory and file-backed pages: mapped cache pages are clean copies of the file that the kernel
+can drop, so a leak shows in the anonymous part).
 
 Writes ``benchmarks/results/soak.json`` (or ``--out``), samples included.
 """
@@ -37,16 +44,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def rss_mb(pid: int | None = None) -> float:
-    """Resident set size of ``pid`` (this process by default) in MB."""
-    path = f"/proc/{pid or 'self'}/status"
+def proc_status_mb(pid: int | str = "self", keys: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile")) -> dict[str, float]:
+    """Linux: these memory fields of /proc/<pid>/status in MB (empty elsewhere, or when the process is gone)."""
+    out: dict[str, float] = {}
     try:
-        with open(path) as fh:
+        with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                key, _, value = line.partition(":")
+                if key in keys:
+                    out[key] = int(value.split()[0]) / 1024
     except OSError:
         pass
+    return out
+
+
+def rss_split_mb(pid: int) -> dict[str, float]:
+    """The anonymous and file-backed parts of ``pid``'s RSS in MB (Linux; empty elsewhere)."""
+    status = proc_status_mb(pid, ("RssAnon", "RssFile"))
+    return {name: round(status[key], 1) for key, name in (("RssAnon", "rss_anon_mb"), ("RssFile", "rss_file_mb"))
+            if key in status}
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of ``pid`` (this process by default) in MB."""
+    status = proc_status_mb(pid or "self", ("VmRSS",))
+    if status:
+        return status["VmRSS"]
     import psutil  # optional: macOS / Windows
 
     return psutil.Process(pid or os.getpid()).memory_info().rss / 2**20
@@ -70,9 +93,11 @@ def slope_per_hour(samples: list[dict[str, Any]], key: str, warmup_fraction: flo
     return cov / var * 3600
 
 
-def soak_config(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def soak_config(args: argparse.Namespace, data_path: str = "") -> dict[str, dict[str, Any]]:
+    data = ({"source": "folder", "data_path": data_path, "cache": True} if args.source == "folder"
+            else {"source": "demo", "cache": False})
     return {
-        "data": {"source": "demo", "image_size": args.image_size, "cache": False},
+        "data": {**data, "image_size": args.image_size},
         "model": {"preset": args.preset},
         "diffusion": {"timesteps": 1000},
         "optim": {"batch_size": args.batch_size, "total_steps": 100_000_000, "device": "cpu", "mixed_precision": "off"},
@@ -144,6 +169,10 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
     extra = {"max_full_history": MAX_FULL_HISTORY, "run_dir": studio.training.run.run_dir if studio.training.run else None}
     w.close()
     QApplication.processEvents()
+    # What the app's aboutToQuit does (create_app(exec_app=False) never quits): wait for the background jobs.
+    # Without it a job still inside torch (reading the new checkpoint for the Generate panel) when the
+    # interpreter finalizes is killed mid-C++ call: "terminate called without an active exception".
+    studio.shutdown()
     return samples, extra
 
 
@@ -152,8 +181,14 @@ def soak_cli(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
     from ddpm_studio.services import config as config_mod
     from ddpm_studio.services.metrics import read_metrics
 
+    data_path = ""
+    if args.source == "folder":
+        from ddpm_studio.core.demo_data import write_demo_folder
+
+        data_path = str(Path(runs_dir).parent / "shapes")
+        write_demo_folder(data_path, n=4096, image_size=args.image_size, seed=0)
     cfg_path = Path(runs_dir) / "soak.toml"
-    cfg_path.write_text(config_mod.to_toml(config_mod.from_dict(soak_config(args))), encoding="utf-8")
+    cfg_path.write_text(config_mod.to_toml(config_mod.from_dict(soak_config(args, data_path))), encoding="utf-8")
     env = dict(os.environ, DDPM_STUDIO_RUNS_DIR=runs_dir)
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_studio", "train", "--config", str(cfg_path), "--name", "soak"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,7 +202,7 @@ def soak_cli(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
         while time.perf_counter() < end and proc.poll() is None:
             records = read_metrics(metrics)
             samples.append({"t": round(time.perf_counter() - t0, 2), "rss_mb": round(rss_mb(proc.pid), 1),
-                            "step": max((r.get("step", 0) for r in records), default=0)})
+                            **rss_split_mb(proc.pid), "step": max((r.get("step", 0) for r in records), default=0)})
             if args.verbose:
                 print(samples[-1], flush=True)
             time.sleep(args.sample_seconds)
@@ -178,7 +213,9 @@ def soak_cli(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
         except subprocess.TimeoutExpired:
             proc.kill()
     previews = len(list((Path(runs_dir) / "soak" / "previews").glob("*.png")))
-    return samples, {"previews_written": previews}
+    checkpoints = len(list((Path(runs_dir) / "soak" / "checkpoints").glob("step_*.pt")))
+    return samples, {"previews_written": previews, "checkpoints_kept": checkpoints, "exit_code": proc.returncode,
+                     "source": args.source}
 
 
 def main() -> int:
@@ -193,6 +230,8 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--cli", action="store_true", help="Soak the CLI engine in a child process instead of the window")
+    parser.add_argument("--source", choices=("demo", "folder"), default="demo",
+                        help="folder: train from a folder of the demo shapes through the memory-mapped cache (CLI)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
@@ -214,9 +253,13 @@ def main() -> int:
         "mode": "cli" if args.cli else "gui", "minutes": args.minutes, "preview_minutes": args.preview_minutes,
         "checkpoint_minutes": args.checkpoint_minutes, "preset": args.preset, "image_size": args.image_size,
         "batch_size": args.batch_size, "machine": platform.platform(), "python": platform.python_version(),
-        "torch_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": os.environ.get("OMP_NUM_THREADS"), "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "rss_slope_mb_per_hour": _round(slope_per_hour(samples, "rss_mb", args.warmup_fraction)),
         "rss_first_mb": rss[0], "rss_last_mb": rss[-1], "rss_min_mb": min(rss), "rss_max_mb": max(rss),
+        **({"rss_anon_slope_mb_per_hour": _round(slope_per_hour(samples, "rss_anon_mb", args.warmup_fraction)),
+            "rss_anon_first_mb": samples[0]["rss_anon_mb"], "rss_anon_last_mb": samples[-1]["rss_anon_mb"],
+            "rss_file_last_mb": samples[-1].get("rss_file_mb")} if "rss_anon_mb" in samples[0] else {}),
         "steps": samples[-1]["step"] - samples[0]["step"],
         "steps_per_s": round((samples[-1]["step"] - samples[0]["step"]) / (elapsed_h * 3600), 2),
         **extra,

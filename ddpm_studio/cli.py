@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", type=Path, help="Where run folders go (default: the platform data folder)")
     train.add_argument("--name", help="Name of the new run folder (default: the data set and the date, e.g. "
                                       "shapes-20261201-1432)")
+    train.add_argument("--force-unlock", action="store_true",
+                       help="With --resume: take the run over although its lock record names a process on another "
+                            "computer (when that process no longer trains it); a running process's lock cannot be forced")
     train.add_argument("--find-batch-size", action="store_true",
                        help="Before a new run, find the largest micro-batch that fits in the device's memory: halve it "
                             "and raise gradient accumulation until a training step fits, keeping the effective batch")
@@ -291,11 +294,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     distributed = launched_by_torchrun()  # torchrun --nproc_per_node N: DDP, rank 0 writes the run folder
     url = args.webhook_url or webhook_url_from_env()
     notifier = Notifier(url) if url and env_rank() == 0 else None  # a bad URL stops here, before any work
-    if args.resume:
-        resume = args.resume.expanduser()
+    resume = args.resume.expanduser() if args.resume else None
+    if resume is None and distributed:  # restarted by torchrun --max-restarts: continue the run the job was training
+        from ddpm_studio.services.elastic import run_to_resume
+
+        resume = run_to_resume(args.runs_dir)
+    if args.force_unlock and resume is None:
+        print("error: --force-unlock goes with --resume RUN", file=sys.stderr)
+        return 2
+    if resume:
         if not resume.exists():
             print(f"error: No checkpoint or run folder at {resume}", file=sys.stderr)
             return 1
+        run_dir = resume if resume.is_dir() else resume.parent.parent
+        if args.force_unlock and env_rank() == 0 and (run_dir / "checkpoints").is_dir():
+            from ddpm_studio.services.run_lock import force_unlock
+
+            removed = force_unlock(run_dir)
+            if removed is not None:
+                print(f"Removed the lock record of {removed.describe()}", file=sys.stderr)
         # A run folder: its newest complete checkpoint, or from step 0 when it has none (the session says which).
         session = TrainingSession(resume_from=resume, overrides=overrides, runs_dir=args.runs_dir, distributed=distributed)
     else:

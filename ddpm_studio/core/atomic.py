@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,8 +38,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename into place."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to stream into; on a clean exit it is fsynced and renamed onto ``path``, else deleted.
+
+    For writes too big to build in memory first (a decoded dataset): the file is written piece by piece,
+    and ``path`` appears only once it is complete.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The pid in the name lets a later process tell a killed writer's leftover from a write in progress.
@@ -50,8 +55,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         if hasattr(os, "fchmod"):
             with contextlib.suppress(OSError):
                 os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
@@ -60,6 +65,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename into place."""
+    with atomic_output(path) as fh:
+        write(fh)
 
 
 def pid_alive(pid: object) -> bool:

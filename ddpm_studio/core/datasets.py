@@ -1,9 +1,11 @@
-"""Turn a folder of images (or an MNIST / Fashion-MNIST / CIFAR-10 download) into one in-memory tensor.
+"""Turn a folder of images (or an MNIST / Fashion-MNIST / CIFAR-10 download) into a uint8 image tensor.
 
 Training samples random batches thousands of times, so every image is decoded once, up front,
-into a uint8 ``(N, C, H, W)`` tensor (4096 RGB images at 32x32 are 12 MB). Decoding a big
-folder is the slow part, so the result can be cached on disk as ``.npy`` keyed by the file
-list (names, sizes, mtimes) and the settings: the second start of a run is instant.
+into a uint8 ``(N, C, H, W)`` tensor (4096 RGB images at 32x32 are 12 MB). A folder is decoded into
+the on-disk cache (:mod:`ddpm_studio.core.decoded_cache`), keyed by the file list (names, sizes,
+mtimes) and the settings, and training reads it through a read-only memory map: the second start of
+a run is instant, and a folder larger than RAM trains with bounded memory. With the cache turned
+off, the folder is decoded into memory, which must then hold it.
 
 Folders come from users, so scanning never raises for a single odd entry: hidden files are
 ignored, everything else that cannot become an image lands in ``skipped`` with a reason,
@@ -12,12 +14,11 @@ symlink loops are walked once, and FIFOs / sockets / devices are never opened.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import stat
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm_studio.core.atomic import atomic_write
+from ddpm_studio.core import decoded_cache
 from ddpm_studio.core.images import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
@@ -38,8 +39,6 @@ from ddpm_studio.core.images import (
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the decoding rules change so old caches are not reused.
-CACHE_FORMAT_VERSION = 1
 NOT_AN_IMAGE_EXTENSION = "not an image extension"
 _MAX_WORKERS = 4
 
@@ -73,13 +72,18 @@ class FolderScan:
 
 @dataclass
 class ImageSet:
-    """A whole dataset in memory, ready for random batches."""
+    """A whole dataset, ready for random batches.
+
+    ``images`` may be a read-only memory map of the decoded cache (``backing_file`` names it): index it
+    (``images[idx]`` copies the rows) and never write into it.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     class_names: tuple[str, ...]
     skipped: tuple[SkippedFile, ...]
     description: str
+    backing_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -217,72 +221,19 @@ def _no_images_message(scan: FolderScan) -> str:
     )
 
 
-def _cache_names(scan: FolderScan, image_size: int, channels: int) -> tuple[str, str]:
-    """(source id, content key): the source names the folder + settings, the key also its files.
-
-    Any added, removed, resized or touched file changes the key; entries of the same source
-    with an older key are stale and deleted when a new one is written.
-    """
-    source = json.dumps([CACHE_FORMAT_VERSION, os.path.realpath(scan.root), image_size, channels])
-    entries = []
-    for path in scan.files:
-        try:
-            st = os.stat(path)
-            entries.append([os.path.relpath(path, scan.root), st.st_size, st.st_mtime_ns])
-        except OSError:
-            entries.append([os.path.relpath(path, scan.root), -1, -1])
-    # json.dumps escapes lone surrogates (non-UTF-8 names), so encoding cannot fail.
-    content = json.dumps([source, entries])
-    return (
-        hashlib.sha256(source.encode("utf-8")).hexdigest()[:16],
-        hashlib.sha256(content.encode("utf-8")).hexdigest()[:32],
-    )
-
-
-def _read_cache(stem: Path, n_files: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[int | str]] | None:
-    """(images, per-file status) from ``stem.npy`` / ``stem.json``, or None when absent or unusable."""
-    meta_path, npy_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
-    if not meta_path.is_file() or not npy_path.is_file():
-        return None
-    try:
-        status = json.loads(meta_path.read_text(encoding="utf-8"))["status"]
-        rows = [s for s in status if not isinstance(s, str)]
-        if len(status) != n_files or rows != list(range(len(rows))):
-            raise ValueError("metadata does not match the folder")
-        arr = np.load(npy_path, allow_pickle=False)
-        if arr.dtype != np.uint8 or arr.shape != (len(rows), *shape):
-            raise ValueError(f"array is {arr.dtype} {arr.shape}")
-        return arr, status
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
-        logger.info("Ignoring unusable dataset cache %s (%s); decoding again", display_path(npy_path), exc)
-        return None
-
-
-def _write_cache(stem: Path, arr: np.ndarray, status: list[int | str]) -> None:
-    """Best effort: a read-only or full cache folder only costs speed next time."""
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(stem.with_suffix(".npy"), lambda f: np.save(f, arr, allow_pickle=False))
-        meta = json.dumps({"status": status}).encode("utf-8")
-        atomic_write(stem.with_suffix(".json"), lambda f: f.write(meta))  # written last: marks the entry complete
-        source = stem.name.split("-")[0]
-        for old in stem.parent.glob(f"{source}-*"):
-            if old.stem != stem.name:
-                old.unlink(missing_ok=True)
-    except OSError as exc:
-        logger.warning("Could not write the dataset cache in %s: %s", display_path(stem.parent), exc.strerror or exc)
-
-
-def _decode_all(
+def _decode(
     files: tuple[str, ...],
     image_size: int,
     channels: int,
+    add_row: Callable[[np.ndarray], None],
     progress: Callable[[int, int], None] | None,
     cancel: Callable[[], bool] | None,
-) -> tuple[np.ndarray, list[int | str]]:
-    """Decode in a small thread pool, in file order. status[i] = row of file i, or its error."""
+) -> list[int | str]:
+    """Decode in a small thread pool, in file order, handing each good image to ``add_row`` as it comes.
+
+    Returns status[i] = row of file i, or its error. Only a bounded window of decoded images is held here.
+    """
     total = len(files)
-    out = np.empty((total, channels, image_size, image_size), dtype=np.uint8)
     status: list[int | str] = []
     kept = 0
 
@@ -293,7 +244,7 @@ def _decode_all(
             return str(exc)
 
     workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1, total))
-    window: deque[Future[np.ndarray | str]] = deque()  # bounded, so cancel is quick
+    window: deque[Future[np.ndarray | str]] = deque()  # bounded, so cancel is quick and memory stays small
     submitted = 0
     last_report = 0.0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ddpm-decode") as pool:
@@ -308,7 +259,7 @@ def _decode_all(
                 if isinstance(result, str):
                     status.append(result)
                 else:
-                    out[kept] = result
+                    add_row(result)
                     status.append(kept)
                     kept += 1
                 now = time.monotonic()
@@ -318,11 +269,64 @@ def _decode_all(
         finally:
             for fut in window:
                 fut.cancel()
-    return (out if kept == total else out[:kept].copy()), status
+    return status
 
 
-def _check_memory(n: int, image_size: int, channels: int) -> None:
-    """Refuse up front a dataset that cannot fit in RAM, instead of swapping the machine to death."""
+def _decode_into_memory(
+    files: tuple[str, ...], image_size: int, channels: int,
+    progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None,
+) -> tuple[np.ndarray, list[int | str]]:
+    out = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
+    kept = [0]
+
+    def add_row(row: np.ndarray) -> None:
+        out[kept[0]] = row
+        kept[0] += 1
+
+    status = _decode(files, image_size, channels, add_row, progress, cancel)
+    return (out if kept[0] == len(files) else out[: kept[0]].copy()), status
+
+
+def _decode_folder(
+    scan: FolderScan, image_size: int, channels: int, cache_dir: str | Path | None,
+    progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None,
+) -> tuple[np.ndarray, list[int | str], str | None]:
+    """(images, per-file status, the cache file they are mapped from or None): from the cache when it holds
+    this folder, else decoded into a new cache entry, else (no cache, or it cannot be written) into memory."""
+    n, shape = len(scan.files), (channels, image_size, image_size)
+    if cache_dir is not None:
+        stem = decoded_cache.entry_stem(cache_dir, scan.root, scan.files, image_size, channels)
+        cached = decoded_cache.read(stem, n, shape)
+        if cached is not None:
+            logger.info("Loaded %d decoded images of %s from the cache", cached[0].shape[0], display_path(scan.root))
+            if progress is not None:
+                progress(n, n)
+            return *cached, str(stem.with_suffix(".npy"))
+        started = time.monotonic()
+        try:
+            built = decoded_cache.build(
+                stem, n, shape, lambda add_row: _decode(scan.files, image_size, channels, add_row, progress, cancel))
+        except decoded_cache.CacheUnavailable as exc:
+            _check_memory(n, image_size, channels, why=f"the decoded-image cache cannot be used ({exc})")
+            logger.warning("Could not write the dataset cache: %s; decoding into memory", exc)
+        else:
+            logger.info("Decoded %d files of %s in %.1f s", n, display_path(scan.root), time.monotonic() - started)
+            arr, status = built
+            if arr is None:  # nothing could be decoded: no entry was kept
+                return np.empty((0, *shape), dtype=np.uint8), status, None
+            return arr, status, str(stem.with_suffix(".npy"))
+    else:
+        _check_memory(n, image_size, channels, why="the decoded-image cache is off (turn on Cache decoded images, "
+                                                   "--cache, to train from a memory-mapped copy on disk)")
+    started = time.monotonic()
+    arr, status = _decode_into_memory(scan.files, image_size, channels, progress, cancel)
+    logger.info("Decoded %d files of %s in %.1f s", n, display_path(scan.root), time.monotonic() - started)
+    return arr, status, None
+
+
+def _check_memory(n: int, image_size: int, channels: int, *, why: str) -> None:
+    """Refuse up front to decode into memory a dataset that cannot fit in RAM, instead of swapping the machine
+    to death. Only for in-memory decoding: the cache is memory-mapped and may be larger than RAM."""
     need = n * channels * image_size * image_size
     try:
         total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -331,7 +335,8 @@ def _check_memory(n: int, image_size: int, channels: int) -> None:
     if total_ram > 0 and need > total_ram // 2:
         raise DatasetError(
             f"{n:,} images at {image_size}x{image_size} need {need / 2**30:.1f} GiB of memory, "
-            f"more than half of this computer's {total_ram / 2**30:.1f} GiB; use a smaller image size or fewer images"
+            f"more than half of this computer's {total_ram / 2**30:.1f} GiB, and {why}; "
+            "use a smaller image size or fewer images"
         )
 
 
@@ -354,7 +359,8 @@ def load_image_folder(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> ImageSet:
-    """Decode every image under ``root`` into memory (or reuse the cache); raises DatasetError.
+    """Every image under ``root``, decoded at ``image_size``: memory-mapped from the cache in ``cache_dir``
+    (built first when it does not hold this folder yet), or decoded into memory without a cache; raises DatasetError.
 
     Each unusable file is logged once as a warning with its reason and listed in ``skipped``;
     files without an image extension are only summarised (folders often hold sidecar files).
@@ -366,23 +372,7 @@ def load_image_folder(
     scan = scan_image_folder(root)
     if not scan.files:
         raise DatasetError(_no_images_message(scan))
-    _check_memory(len(scan.files), image_size, channels)
-
-    cached, stem = None, None
-    if cache_dir is not None:
-        stem = Path(cache_dir).joinpath("-".join(_cache_names(scan, image_size, channels)))
-        cached = _read_cache(stem, len(scan.files), (channels, image_size, image_size))
-    if cached is not None:
-        arr, status = cached
-        logger.info("Loaded %d decoded images of %s from the cache", arr.shape[0], display_path(scan.root))
-        if progress is not None:
-            progress(len(scan.files), len(scan.files))
-    else:
-        started = time.monotonic()
-        arr, status = _decode_all(scan.files, image_size, channels, progress, cancel)
-        logger.info("Decoded %d files of %s in %.1f s", len(scan.files), display_path(scan.root), time.monotonic() - started)
-        if stem is not None and arr.shape[0] > 0:
-            _write_cache(stem, arr, status)
+    arr, status, backing_file = _decode_folder(scan, image_size, channels, cache_dir, progress, cancel)
 
     bad = [SkippedFile(path, s) for path, s in zip(scan.files, status, strict=True) if isinstance(s, str)]
     ignored = 0
@@ -411,12 +401,23 @@ def load_image_folder(
         )
     skipped = tuple(sorted((*scan.skipped, *bad), key=lambda s: s.path))
     return ImageSet(
-        images=torch.from_numpy(np.ascontiguousarray(arr)),
+        images=_as_tensor(arr),
         labels=labels,
         class_names=scan.class_names,
         skipped=skipped,
         description=_describe(arr.shape[0], display_path(scan.root), len(skipped), image_size, channels, len(scan.class_names)),
+        backing_file=backing_file,
     )
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor over ``arr`` without a copy; a read-only memory map stays read-only (torch warns that it
+    cannot mark a tensor read-only: the data set is only ever indexed, which copies)."""
+    if arr.flags.writeable:
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arr)
 
 
 # ---------------------------------------------------------------------------------------------

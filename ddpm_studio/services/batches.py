@@ -1,4 +1,4 @@
-"""Deterministic, resumable mini-batches from an in-memory image set.
+"""Deterministic, resumable mini-batches from an image set (in memory or memory-mapped from the decoded cache).
 
 The order is a pure function of (seed, epoch): each epoch is ``randperm`` from a generator
 seeded with both, so resuming needs only (epoch, position), no sampler state. Under
@@ -80,8 +80,14 @@ class BatchStream:
 
 
 def images_to_batch(images: Tensor, idx: Tensor, flip: Tensor, device: torch.device) -> Tensor:
-    """uint8 (N, C, H, W) rows ``idx`` → float32 in [-1, 1] on ``device``, flipped where asked."""
-    x = images[idx]
+    """uint8 (N, C, H, W) rows ``idx`` → float32 in [-1, 1] on ``device``, flipped where asked.
+
+    The rows are gathered in ascending index order, then put in batch order (a copy of the small uint8
+    batch): on a memory-mapped set that reads the file front to back, so neighbouring rows share their page
+    reads. ``index_select`` is also several times faster than ``images[idx]`` (benchmarks/big_dataset.py).
+    """
+    ascending, order = idx.sort()
+    x = images.index_select(0, ascending).index_select(0, order.argsort())
     if flip.device.type != "cpu":  # images, idx and flip already on a GPU: flip there, without reading the mask
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     elif flip.any():

@@ -162,5 +162,25 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
         )
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if backend == "nccl" else None)
+        dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if backend == "nccl" else None,
+                                **_store_of_this_attempt(rank, world))
     return Distributed(rank, world, local_rank, backend, owns), device
+
+
+def _store_of_this_attempt(rank: int, world: int) -> dict[str, Any]:
+    """Under torchrun's shared store, the process group's keys in a namespace of this restart (init arguments).
+
+    torchrun (c10d rendezvous, the default) lends its own store to the workers and keeps it across restarts,
+    without a namespace per attempt; a restarted group then reads the dead group's addresses from it (gloo:
+    "connectFullMesh failed … Connection refused"; NCCL: the old unique id), pytorch/pytorch#135712, #167288.
+    Every process of an attempt has the same TORCHELASTIC_RESTART_COUNT when torchrun restarts the whole group
+    after a failure (a lost node fails the others' collectives too). Without the shared store
+    (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1) rank 0 hosts a fresh store per attempt and nothing is needed.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=TIMEOUT))
+    return {"store": dist.PrefixStore(f"ddpm-studio/attempt-{restart}", store), "rank": rank, "world_size": world}

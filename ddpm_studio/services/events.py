@@ -180,7 +180,7 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "Disk full: " + text
     known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError", "ConditioningError",
-             "FeaturesUnavailable", "DiffusersFormatError"}
+             "RunLockError", "FeaturesUnavailable", "DiffusersFormatError"}
     if name in known:
         return text
     return f"{name}: {text}"

@@ -60,11 +60,10 @@ from ddpm_studio.services.events import (
 from ddpm_studio.services.loop_timing import ActiveClock, PreviewCadence, Throughput
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.run_lock import RunLock, claim_for_training
 from ddpm_studio.services.runs import RunFolder, default_run_name, plan_continue
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
@@ -155,6 +154,7 @@ class TrainingSession:
         self.run: RunFolder | None = None
         self.step = 0
         self.checkpointer: Checkpointer | None = None  # once the run folder exists
+        self.run_lock: RunLock | None = None  # rank 0's lock on the run folder while training it (services/run_lock.py)
         self._healthy = True
         self.distributed = distributed
         self.dist = Distributed()
@@ -209,6 +209,13 @@ class TrainingSession:
             self.device = dataclasses.replace(self.device, device=dev)
         dev = self.device.device
         main = self.dist.is_main
+        resumed_run = None
+        if self._restart is not None:
+            resumed_run = self._restart.path
+        elif ckpt is not None and self.resume_from.parent.name == "checkpoints":  # type: ignore[union-attr]
+            resumed_run = self.resume_from.parent.parent  # type: ignore[union-attr]  # continue in the run's own folder
+        if resumed_run is not None:
+            self._claim(resumed_run)  # locked before the (maybe long) device check and image load
         warnings: list[str] = []
         mps_note = limit_mps_memory(cfg.optim.mps_memory_fraction) if dev.type == "mps" else None
         attention = attention_impl(cfg.optim.attention, dev)
@@ -238,11 +245,12 @@ class TrainingSession:
             message = f"Run {self.run.name} has no checkpoint yet: starting it again from step 0 with its saved settings"
             log.info(message)
             yield Status(message)
-        elif ckpt is not None and self.resume_from.parent.name == "checkpoints":  # type: ignore[union-attr]
-            self.run = RunFolder(self.resume_from.parent.parent)  # type: ignore[union-attr]  # continue in its folder
+        elif resumed_run is not None:
+            self.run = RunFolder(resumed_run)
         else:
             name = self.run_name or default_run_name(cfg.data.source, cfg.data.data_path)
             self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, name).path) if main else None))
+            self._claim(self.run.path)
         if main:
             config_mod.save_config_file(cfg, self.run.config_path)
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
@@ -293,6 +301,15 @@ class TrainingSession:
         )
         if mps_note:
             log.info(mps_note)
+
+    def _claim(self, run_path: Path) -> None:
+        """One trainer per run folder: rank 0 locks it for the group (a second trainer is refused, naming this one),
+        and under torchrun notes the job in run.json, so that a group torchrun restarts finds it (services/elastic.py)."""
+        self.run_lock = claim_for_training(run_path, self.dist)
+        if self.dist.is_main:
+            from ddpm_studio.services.elastic import record_job
+
+            record_job(RunFolder(run_path))
 
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
@@ -561,6 +578,8 @@ class TrainingSession:
                 self._status(state="stopped", step=self.step)
             if hasattr(self, "training_log"):
                 self.training_log.close()
+            if self.run_lock is not None:  # after the last write to the run folder
+                self.run_lock.release()
             self.dist.close()
             self.control.close()  # requests still pending are served now; later ones on their caller's thread
 

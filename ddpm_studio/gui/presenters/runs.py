@@ -225,8 +225,12 @@ class RunsPresenter(QObject):
         if self.dialogs.ask("Delete checkpoint", f"Delete {Path(path).name}? This cannot be undone.",
                             ("Delete", "Cancel"), default=1) != 0:
             return
+        from ddpm_studio.services.run_lock import RunLockError, delete_checkpoint
+
         try:
-            Path(path).unlink()
+            delete_checkpoint(path)  # refused, naming the holder, while another process trains this run
+        except RunLockError as exc:
+            self.dialogs.show_error("Cannot delete", str(exc))
         except OSError as exc:
             self.dialogs.show_error("Cannot delete", f"{path}: {exc.strerror or exc}")
         self.refresh_checkpoints()
