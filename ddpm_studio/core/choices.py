@@ -10,6 +10,10 @@ LOSS_TYPES = ("mse", "l1", "huber")
 #: What the network predicts: the noise ε (Ho et al.) or the velocity v = √ᾱ ε - √(1-ᾱ) x_0 (Salimans & Ho 2022).
 PREDICTIONS = ("epsilon", "v")
 BETA_SCHEDULE_NAMES = ("linear", "cosine")
+#: Which noise levels training visits: every t equally often (Ho et al.), or EDM's log-normal σ (Karras et al. 2022).
+NOISE_LEVELS = ("uniform", "lognormal")
+#: How the loss at each noise level is weighted: equally, Min-SNR-γ (Hang et al. 2023), or EDM's λ(σ).
+LOSS_WEIGHTINGS = ("uniform", "min-snr", "edm")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")
 #: The loss is logged per bucket of t: quarters of [0, T), as improved-diffusion logs q0..q3.

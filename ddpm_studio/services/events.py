@@ -36,6 +36,7 @@ class RunStarted:
     world_size: int = 1  # training processes (torchrun); 1 = a single process
     batch_per_device: int = 0
     grad_accum: int = 1
+    time_budget_s: float = 0.0  # train for this long (running time, across resumes); 0 = until total_steps
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class TrainProgress:
     images_per_sec: float
     eta_seconds: float
     elapsed_seconds: float
+    train_seconds: float = 0.0  # running time the run has used, across resumes (what a time budget counts)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ global batch, with the model in DistributedDataParallel; rank 0 alone writes the
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -27,7 +26,8 @@ from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.core.device import DeviceChoice, choose_device
 from ddpm_studio.core.ema import EMA
-from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, sample_timesteps, training_losses
+from ddpm_studio.core.objectives import bucket_losses, loss_weights, sample_timesteps, timestep_probs, training_losses
+from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
@@ -46,8 +46,10 @@ from ddpm_studio.services.events import (
     Status,
     TrainProgress,
 )
+from ddpm_studio.services.lr_schedule import lr_at
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.run_budget import RunBudget, TrainingClock
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.training_log import TrainingLog
 
@@ -83,15 +85,11 @@ class TrainingError(RuntimeError):
     """The run cannot continue; the message is for the user."""
 
 
-def lr_at(step: int, cfg: config_mod.OptimConfig) -> float:
-    """Linear warm-up to ``lr``, then constant or cosine decay to zero at ``total_steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        span = max(1, cfg.total_steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr
+def make_ema(model: torch.nn.Module, optim: config_mod.OptimConfig) -> EMA | PowerEMA:
+    """The run's average of the weights: a power-function EMA (with post-hoc snapshots) or a fixed decay."""
+    if optim.ema == "power":
+        return PowerEMA(model, optim.ema_length, max_snapshots=optim.ema_snapshots)
+    return EMA(model, optim.ema_decay)
 
 
 class TrainingSession:
@@ -141,6 +139,9 @@ class TrainingSession:
             raise TrainingError("Image size and channels cannot change when resuming")
         if cfg.data.conditional != saved.data.conditional:
             raise TrainingError("Class-conditional cannot change when resuming (the model's class embedding depends on it)")
+        if cfg.optim.ema != saved.optim.ema:
+            raise TrainingError(f"The EMA kind cannot change when resuming (this run averages its weights with a "
+                                f"{saved.optim.ema} EMA)")
         self.cfg = cfg
         return ckpt
 
@@ -178,16 +179,20 @@ class TrainingSession:
                                          pause_on_failure=not self.dist.enabled)
 
         self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
-        self.ema = EMA(self.model, cfg.optim.ema_decay)
+        self.ema = make_ema(self.model, cfg.optim)
         self.schedule = build_schedule(cfg)
-        gamma = cfg.diffusion.min_snr_gamma
-        self.loss_weights = (min_snr_weights(self.schedule.alphas_cumprod, gamma, cfg.diffusion.prediction).to(dev)
-                             if gamma > 0 else None)
+        diff, ac = cfg.diffusion, self.schedule.alphas_cumprod
+        probs = timestep_probs(ac, diff.noise_levels, diff.lognormal_mean, diff.lognormal_std)
+        weights = loss_weights(ac, diff.loss_weighting, diff.prediction, gamma=diff.min_snr_gamma, probs=probs)
+        self.timestep_probs = None if probs is None else probs.float().to(dev)
+        self.loss_weights = None if weights is None else weights.to(dev)
         fused = dev.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                           betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2),
                                            foreach=not fused, fused=fused or None)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
         self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
+        self.budget = RunBudget(cfg.optim, TrainingClock())
         cursor = None
         if ckpt is not None:
             cursor = self._restore(ckpt)
@@ -208,6 +213,7 @@ class TrainingSession:
             num_images=len(self.data), effective_batch=cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum,
             resumed_from=str(self.resume_from) if self.resume_from else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
+            time_budget_s=self.budget.budget_seconds,
         )
 
     def _status(self, **fields: Any) -> None:
@@ -218,13 +224,14 @@ class TrainingSession:
     def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:
         try:
             self.model.load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["ema"])
+            self.ema.load_state_dict(ckpt["phema"] if isinstance(self.ema, PowerEMA) else ckpt["ema"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc
         if "scaler" in ckpt and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
+        self.budget.clock.used = float(ckpt.get("train_seconds", 0.0))  # a time budget continues where it stopped
         self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
         rng = ckpt.get("rng", {})
         if "torch" in rng:
@@ -244,7 +251,7 @@ class TrainingSession:
         """
         cfg, dev = self.cfg, self.device.device
         assert cfg is not None
-        lr = lr_at(self.step, cfg.optim)
+        lr = lr_at(self.step, cfg.optim, self.budget.time_fraction())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
@@ -288,14 +295,15 @@ class TrainingSession:
         return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
 
     def _noise_for(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The timesteps t ~ U{0..T-1} and noise ε for a micro-batch, from the run's own generator (resume is exact).
+        """The timesteps t (uniform on {0..T-1}, or the run's noise-level distribution) and noise ε for a micro-batch,
+        from the run's own generator (resume is exact).
 
         Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see
         distributed.py, so an N-process run trains like one process with N times the batch.
         """
         dev, share = self.device.device, self.dist.share
         n = x0.shape[0] * self.dist.world
-        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev))
+        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev, self.timestep_probs))
         noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
         return t, noise
 
@@ -347,15 +355,24 @@ class TrainingSession:
         if torch.cuda.is_available():  # under torchrun only this rank's GPU: get_rng_state_all would touch every GPU
             rng["cuda"] = [torch.cuda.get_rng_state()] if self.dist.enabled else torch.cuda.get_rng_state_all()
         payload = {
-            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self._ema_payload(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+            "train_seconds": self.budget.clock.seconds,
             "data": self.batches.cursor.global_state(self.dist.world), "created": time.time(),
             "metrics": {"loss": recent_loss}, "dataset": self.data.description,
             "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
         }
         if self.scaler.is_enabled():
             payload["scaler"] = self.scaler.state_dict()
+        if isinstance(self.ema, PowerEMA):
+            payload["phema"] = self.ema.state_dict()
         return payload
+
+    def _ema_payload(self) -> dict[str, Any]:
+        """The checkpoint's ``ema`` entry: the weights samples use by default (a power EMA's, rebuilt at its length)."""
+        if isinstance(self.ema, PowerEMA):
+            return {"model": self.ema.model.state_dict(), "num_updates": self.ema.num_updates, "length": self.ema.length}
+        return self.ema.state_dict()
 
     def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
         """Write the current state (see :class:`Checkpointer` for what happens when that fails)."""
@@ -407,13 +424,19 @@ class TrainingSession:
         start = time.perf_counter()
         last_preview_t = last_ckpt_t = start
         step_time = None
+        last_preview_step = -1
+        budget = self.budget
+        budget.clock.start()  # the time budget counts running time from here: steps, previews, checkpoints
         if main and self.step == 0 and sc.preview_every:
             yield self.previewer.preview(self.ema.model, self.model, self.step)
-        while self.step < total_steps:
+            last_preview_step = self.step
+        while not budget.done(self.step):
             if self.control.paused and not self.control.stop_requested:
+                budget.clock.stop()
                 self._status(state="paused", step=self.step)
                 yield RunPaused(self.step)
                 self.control.wait_resumed()
+                budget.clock.start()
                 self._status(state="running", step=self.step)
                 if not self.control.stop_requested:
                     yield RunResumed(self.step)
@@ -427,9 +450,9 @@ class TrainingSession:
             self.training_log.add_step(loss, sums, counts)
             elapsed = time.perf_counter() - start
             yield TrainProgress(self.step, total_steps, loss, lr, images_per_step / step_time,
-                                step_time * (total_steps - self.step), elapsed)
+                                budget.remaining_seconds(self.step, step_time), elapsed, budget.clock.seconds)
 
-            if main and (self.step % sc.log_every == 0 or self.step == total_steps):
+            if main and (self.step % sc.log_every == 0 or budget.done(self.step)):
                 yield MetricsLogged(self.training_log.interval_record(self.step, lr, images_per_step / step_time, elapsed))
 
             now = time.perf_counter()
@@ -438,6 +461,7 @@ class TrainingSession:
             )):
                 preview = self.previewer.preview(self.ema.model, self.model, self.step)
                 last_preview_t = time.perf_counter()
+                last_preview_step = self.step
                 if preview.val_loss is not None:
                     yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
                 self.training_log.preview_image(preview.image, self.step)
@@ -448,6 +472,9 @@ class TrainingSession:
                 yield from self._save(loss)
                 last_ckpt_t = time.perf_counter()
 
+        if (main and budget.timed and budget.done(self.step) and self.step != last_preview_step
+                and (sc.preview_every or sc.preview_minutes)):
+            yield self.previewer.preview(self.ema.model, self.model, self.step)  # a timed run ends on a preview
         checkpoint = None
         if main and self.step > self.checkpointer.last_saved_step:  # type: ignore[union-attr]
             event = yield from self._save()
@@ -455,7 +482,8 @@ class TrainingSession:
         elif main:
             latest = self.run.latest_checkpoint()
             checkpoint = str(latest.path) if latest else None
-        reason = "completed" if self.step >= total_steps else "stopped"
+        budget.clock.stop()
+        reason = budget.reason(self.step)
         self._status(state=reason, step=self.step)
         self.dist.barrier()  # every rank finishes after rank 0's last checkpoint is on disk
         yield RunFinished(self.step, reason, checkpoint)
