@@ -10,42 +10,23 @@ from ddpm_studio.core.device import choose_device
 from ddpm_studio.services import config as c
 from ddpm_studio.services import events as ev
 from ddpm_studio.services import training as training_mod
-from ddpm_studio.services.control import RunControl, drive
+from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.run_budget import TrainingClock
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.sampling import checkpoint_ema_length, load_for_sampling
 from ddpm_studio.services.training import TrainingError, TrainingSession
+from tests.services.resume_helpers import straight_and_resumed
+from tests.services.test_training import collect
 
 POWER = {"ema": "power", "ema_length": 0.1, "ema_snapshots": 2}
 CPU = choose_device("cpu", "off")
-
-
-def collect(session, on_event=None):
-    events = []
-
-    def sink(e):
-        events.append(e)
-        if on_event:
-            on_event(e)
-
-    drive(session.steps(), sink)
-    return events
 
 
 def test_power_ema_resume_is_exact(tmp_path, tiny_cfg):
     n = 5
     cfg = tiny_cfg(optim={**POWER, "total_steps": 2 * n, "lr_schedule": "cosine"},
                    diffusion={"noise_levels": "lognormal", "loss_weighting": "edm"})
-    collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="straight"))
-    straight = load_checkpoint(RunFolder(tmp_path / "straight").latest_checkpoint().path)
-
-    control = RunControl()
-    collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="split", control=control),
-            on_event=lambda e: control.stop() if isinstance(e, ev.TrainProgress) and e.step == n else None)
-    mid = RunFolder(tmp_path / "split").latest_checkpoint()
-    assert mid.step == n
-    assert collect(TrainingSession(resume_from=mid.path))[-1].reason == "completed"
-    resumed = load_checkpoint(RunFolder(tmp_path / "split").latest_checkpoint().path)
+    straight, resumed = straight_and_resumed(cfg, tmp_path, n)
     for key in straight["model"]:
         assert torch.equal(straight["model"][key], resumed["model"][key]), key
         assert torch.equal(straight["ema"]["model"][key], resumed["ema"]["model"][key]), key
