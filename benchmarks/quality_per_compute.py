@@ -235,7 +235,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         scorer = Scorer(args, dataset)
         real[dataset] = scorer.real
         for name, recipe in args.recipes.items():
-            steps = [b // args.batch_size for b in args.budgets]
+            batch = recipe.get("optim", {}).get("batch_size", args.batch_size)
+            steps = [b // batch for b in args.budgets]
             probe = run_config(args, data, recipe, max(steps), 0)
             if budget_fitted(probe):
                 plan = [(s, run_config(args, data, recipe, s, 0), [s]) for s in steps]
@@ -253,7 +254,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         lengths += [v for v in args.ema_lengths if abs(v - cfg.optim.ema_length) > 1e-9]
                     for length in lengths:
                         result = scorer.score(ckpt, length)
-                        row = {"dataset": dataset, "recipe": name, "images": step * args.batch_size, "steps": step,
+                        row = {"dataset": dataset, "recipe": name, "images": step * batch, "steps": step,
                                "run_default": length is None, "images_per_sec": ips, **result}
                         rows.append(row)
                         print("  " + row_text(row), flush=True)

@@ -34,7 +34,7 @@ from ddpm_studio.core.choices import (
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
 MODEL_PRESETS = ("tiny", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
 SCHEDULES = BETA_SCHEDULE_NAMES
-LR_SCHEDULES = ("constant", "cosine", "linear")
+LR_SCHEDULES = ("constant", "cosine", "linear", "wsd")
 EMA_KINDS = ("power", "fixed")
 
 
@@ -105,7 +105,8 @@ class OptimConfig:
     grad_accum: int = setting(1, "Gradient accumulation", "Micro-batches summed per step; the effective batch is batch size × this.", min=1, max=256)
     lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the small presets (tiny, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
     warmup_steps: int = setting(100, "Warm-up steps", "Learning rate rises linearly from 0 over these steps (paper: 5000).", min=0, max=1_000_000)
-    lr_schedule: str = setting("constant", "LR schedule", "After the warm-up: constant, or a cosine or linear decay to zero at the end of the run (the time budget or the last step, whichever comes first). A decay fitted to the run gives much better samples at a small budget; constant suits a run you will extend.", choices=LR_SCHEDULES)
+    lr_schedule: str = setting("constant", "LR schedule", "After the warm-up: constant; cosine or linear: a decay to zero over the whole run (the time budget or the last step, whichever comes first); wsd: constant, then a linear decay to zero over the run's last part (LR decay share). A decay fitted to the run anneals the weights at its end; constant suits a run you will extend.", choices=LR_SCHEDULES)
+    lr_decay_share: float = setting(0.2, "LR decay share", "wsd schedule: the share of the run (after the warm-up) over which the rate falls to zero at the end.", min=0.01, max=1.0)
     weight_decay: float = setting(0.0, "Weight decay", "AdamW decoupled weight decay.", min=0.0, max=1.0)
     adam_beta1: float = setting(0.9, "Adam β1", "AdamW's momentum: how many past gradients the step direction averages (0.9: ~10 steps; the diffusers training examples use 0.95).", min=0.0, max=0.9999)
     adam_beta2: float = setting(0.999, "Adam β2", "AdamW's average of squared gradients (0.999 as in the paper; lower, e.g. 0.99, reacts faster to changing gradient scales).", min=0.0, max=0.99999)
@@ -178,6 +179,16 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+#: The training recipe of Ho et al. 2020 (DDPM) for the settings the defaults have moved away from: presets that
+#: reproduce the paper ("Paper CIFAR-10") apply all of these, so the paper's DDPM stays one click away.
+PAPER_RECIPE: dict[str, dict[str, Any]] = {
+    "model": {"dropout": 0.1},
+    "diffusion": {"schedule": "linear", "prediction": "epsilon", "noise_levels": "uniform", "loss_weighting": "uniform"},
+    "optim": {"lr_schedule": "constant", "ema": "fixed", "ema_decay": 0.9999, "adam_beta1": 0.9, "adam_beta2": 0.999,
+              "weight_decay": 0.0, "grad_clip": 1.0, "train_minutes": 0.0},
+}
 
 
 SECTION_TYPES: dict[str, type] = {

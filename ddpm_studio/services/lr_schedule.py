@@ -27,7 +27,9 @@ def decay_progress(step: int, optim: OptimConfig, time_fraction: float = 0.0) ->
 def lr_at(step: int, optim: OptimConfig, time_fraction: float = 0.0) -> float:
     """The rate of step ``step`` (0-based): warm-up to ``lr`` over ``warmup_steps``, then ``lr_schedule``.
 
-    constant: ``lr``; cosine: lr·(1 + cos πp)/2; linear: lr·(1 - p), with p from :func:`decay_progress`.
+    constant: ``lr``; cosine: lr·(1 + cos πp)/2; linear: lr·(1 - p); wsd ("warm-up, stable, decay", Hägele et
+    al. 2024): ``lr`` until the last ``lr_decay_share`` of the run, then linear to zero — with p from
+    :func:`decay_progress`.
     """
     if optim.warmup_steps and step < optim.warmup_steps:
         return optim.lr * (step + 1) / optim.warmup_steps
@@ -38,4 +40,6 @@ def lr_at(step: int, optim: OptimConfig, time_fraction: float = 0.0) -> float:
         return optim.lr * 0.5 * (1.0 + math.cos(math.pi * p))
     if optim.lr_schedule == "linear":
         return optim.lr * (1.0 - p)
+    if optim.lr_schedule == "wsd":
+        return optim.lr * min(1.0, (1.0 - p) / optim.lr_decay_share)
     raise ValueError(f"Unknown LR schedule {optim.lr_schedule!r}")

@@ -103,3 +103,10 @@ def test_cli_takes_minutes_as_the_time_budget_and_steps_alone_as_a_step_run():
     assert c.from_dict(overrides_from(parser.parse_args(["train", "--train-minutes", "2.5"]))).optim.train_minutes == 2.5
     steps = c.from_dict(overrides_from(parser.parse_args(["train", "--total-steps", "5000"]))).optim
     assert (steps.train_minutes, steps.total_steps) == (0, 5000)
+
+
+def test_wsd_holds_the_rate_then_decays_over_the_last_share():
+    o = optim(lr=1e-3, warmup_steps=0, total_steps=100, lr_schedule="wsd", lr_decay_share=0.25)
+    assert [lr_at(s, o) for s in (0, 50, 75, 87.5, 100)] == pytest.approx([1e-3, 1e-3, 1e-3, 0.5e-3, 0.0])
+    timed = optim(lr=1e-3, warmup_steps=0, train_minutes=10, lr_schedule="wsd", lr_decay_share=0.2)
+    assert lr_at(10, timed, time_fraction=0.9) == pytest.approx(0.5e-3)
