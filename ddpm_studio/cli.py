@@ -58,13 +58,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type],
             default = (defaults or {}).get(f.name, default)
             extra.append(f"default {'preset' if default is None else default}")
             help_text = f"{meta['help']} ({'; '.join(extra)})".replace("%", "%%")
-            flag = "--" + f.name.replace("_", "-")
+            flags = ["--" + f.name.replace("_", "-"), *meta.get("aliases", ())]
             dest = f"{section}.{f.name}"
             if config_mod.field_kind(f) == "bool":
                 parser_action: Any = argparse.BooleanOptionalAction
-                group.add_argument(flag, dest=dest, action=parser_action, default=argparse.SUPPRESS, help=help_text)
+                group.add_argument(*flags, dest=dest, action=parser_action, default=argparse.SUPPRESS, help=help_text)
             else:
-                group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+                group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,10 @@ BETA_SCHEDULE_NAMES = ("linear", "cosine")
 #: How a U-Net downsample pads before its stride-2 conv: one pixel on every side (our models), or only on the
 #: right and bottom, as TensorFlow's SAME padding did in the paper's code and so in the google/ddpm-* weights.
 DOWNSAMPLE_PADDINGS = ("symmetric", "tf")
+#: Which noise levels training visits: every t equally often (Ho et al.), or EDM's log-normal σ (Karras et al. 2022).
+NOISE_LEVELS = ("uniform", "lognormal")
+#: How the loss at each noise level is weighted: equally, Min-SNR-γ (Hang et al. 2023), or EDM's λ(σ).
+LOSS_WEIGHTINGS = ("uniform", "min-snr", "edm")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "off", "bf16", "fp16")
 #: The loss is logged per bucket of t: quarters of [0, T), as improved-diffusion logs q0..q3.

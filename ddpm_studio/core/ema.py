@@ -40,15 +40,8 @@ class EMA:
         Gated, the step is θ_ema + gate·(1-d)·(θ - θ_ema) in three multi-tensor ops, since lerp's fast path
         takes its weight from the host; it equals the lerp to float32 rounding.
         """
-        d = self.current_decay()
-        ema_params = list(self.model.parameters())
-        params = [p.detach() for p in model.parameters()]
-        if gate is None:
-            torch._foreach_lerp_(ema_params, params, 1.0 - d)
-        else:
-            delta = torch._foreach_sub(params, ema_params)
-            torch._foreach_mul_(delta, gate * (1.0 - d))
-            torch._foreach_add_(ema_params, delta)
+        lerp_towards(list(self.model.parameters()), [p.detach() for p in model.parameters()],
+                     1.0 - self.current_decay(), gate)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
         self.num_updates += 1
@@ -59,3 +52,15 @@ class EMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.num_updates = int(state["num_updates"])
+
+
+def lerp_towards(averages: list[torch.Tensor], params: list[torch.Tensor], weight: float,
+                 gate: torch.Tensor | None = None) -> None:
+    """averages += weight·(params - averages), in place; with ``gate`` (a 0-dim 0/1 tensor on the device) the
+    step is multiplied by it, so a refused training step leaves the averages as they were without a host sync."""
+    if gate is None:
+        torch._foreach_lerp_(averages, params, weight)
+    else:
+        delta = torch._foreach_sub(params, averages)
+        torch._foreach_mul_(delta, gate * weight)
+        torch._foreach_add_(averages, delta)

@@ -1,4 +1,5 @@
-"""The training objective (Ho et al. 2020, Algorithm 1; or its v-prediction form) and its per-timestep breakdown.
+"""The training objective (Ho et al. 2020, Algorithm 1; or its v-prediction form), which noise levels it visits,
+how it weights them, and its per-timestep breakdown.
 
 ε-prediction is the paper's. v-prediction (Salimans & Ho 2022) trains the same network on a target that
 is mostly noise at low t and mostly the (negated) image at high t, so a young model gets the overall
@@ -17,13 +18,55 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddpm_studio.core.choices import LOSS_TYPES, PREDICTIONS, TIMESTEP_BUCKETS
+from ddpm_studio.core.choices import LOSS_TYPES, LOSS_WEIGHTINGS, NOISE_LEVELS, PREDICTIONS, TIMESTEP_BUCKETS
 from ddpm_studio.core.schedules import NoiseSchedule
 
+#: EDM's log-normal noise levels, ln σ ~ N(-1.2, 1.2²), and the data's standard deviation its weighting assumes
+#: (Karras et al. 2022, Table 1, for images in [-1, 1]).
+EDM_LOG_SIGMA_MEAN = -1.2
+EDM_LOG_SIGMA_STD = 1.2
+EDM_SIGMA_DATA = 0.5
 
-def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, device: torch.device) -> Tensor:
-    """t ~ Uniform({0, …, T-1}), drawn from the run's own generator so resume is exact."""
-    return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
+
+def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, device: torch.device,
+                     probs: Tensor | None = None) -> Tensor:
+    """t ~ Uniform({0, …, T-1}), or t ~ ``probs`` (T,) when given, drawn from the run's own generator so resume is exact."""
+    if probs is None:
+        return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
+    return torch.multinomial(probs.to(device=device, dtype=torch.float32), batch, replacement=True, generator=generator)
+
+
+def noise_sigmas(alphas_cumprod: Tensor) -> Tensor:
+    """σ_t = √((1 - ᾱ_t) / ᾱ_t) in float64: the noise level of step t in EDM's terms (x_t / √ᾱ_t = x_0 + σ_t ε)."""
+    ac = alphas_cumprod.double()
+    return ((1.0 - ac) / ac).sqrt()
+
+
+def lognormal_timestep_probs(alphas_cumprod: Tensor, mean: float = EDM_LOG_SIGMA_MEAN,
+                             std: float = EDM_LOG_SIGMA_STD) -> Tensor:
+    """P(t) (T,) float64 of EDM's noise levels, ln σ ~ N(mean, std²), on a discrete schedule.
+
+    Each t takes the probability of the ln σ interval closest to its own ln σ_t: the boundaries are the
+    midpoints between consecutive ln σ_t, and the two tails go to t = 0 and t = T-1. The network keeps its
+    integer t, so every sampler works unchanged; with T = 1000 the steps are far finer than the distribution.
+    """
+    if std <= 0:
+        raise ValueError(f"the log-normal's standard deviation must be positive (got {std})")
+    log_sigma = noise_sigmas(alphas_cumprod).log()
+    boundaries = (log_sigma[1:] + log_sigma[:-1]) / 2
+    cdf = torch.special.ndtr((boundaries - mean) / std)
+    edges = torch.cat([cdf.new_zeros(1), cdf, cdf.new_ones(1)])
+    return edges.diff()
+
+
+def timestep_probs(alphas_cumprod: Tensor, noise_levels: str, mean: float = EDM_LOG_SIGMA_MEAN,
+                   std: float = EDM_LOG_SIGMA_STD) -> Tensor | None:
+    """The distribution training draws t from: None for uniform (``torch.randint``), else (T,) probabilities."""
+    if noise_levels == "uniform":
+        return None
+    if noise_levels == "lognormal":
+        return lognormal_timestep_probs(alphas_cumprod, mean, std)
+    raise ValueError(f"Unknown noise levels {noise_levels!r}; choose one of {NOISE_LEVELS}")
 
 
 def training_target(schedule: NoiseSchedule, prediction: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -86,6 +129,43 @@ def min_snr_weights(alphas_cumprod: Tensor, gamma: float, prediction: str = "eps
     snr = alphas_cumprod.double() / (1.0 - alphas_cumprod.double())
     denominator = snr if prediction == "epsilon" else snr + 1.0
     return (snr.clamp(max=gamma) / denominator).to(alphas_cumprod.dtype)
+
+
+def edm_weights(alphas_cumprod: Tensor, prediction: str = "epsilon", sigma_data: float = EDM_SIGMA_DATA) -> Tensor:
+    """EDM's loss weight λ(σ) = (σ² + σ_d²) / (σ σ_d)² (Karras et al. 2022, eq. 8 and Table 1), per t, for our targets.
+
+    λ weights the error of the image estimate x̂_0. An ε-model's x̂_0 error is σ_t times its ε error, a v-model's
+    σ_t / √(1 + σ_t²) times its v error, so the weight on the ε loss is λσ² = 1 + σ²/σ_d² and on the v loss
+    λσ²/(1 + σ²) = (σ² + σ_d²) / (σ_d² (1 + σ²)) (between 1 and 1/σ_d²). Not normalised: see :func:`loss_weights`.
+    """
+    sigma2 = noise_sigmas(alphas_cumprod) ** 2
+    x0_weight_times_sigma2 = (sigma2 + sigma_data**2) / sigma_data**2  # λ σ²
+    if prediction == "epsilon":
+        weights = x0_weight_times_sigma2
+    elif prediction == "v":
+        weights = x0_weight_times_sigma2 / (1.0 + sigma2)
+    else:
+        raise ValueError(f"Unknown prediction target {prediction!r}; choose one of {PREDICTIONS}")
+    return weights.to(alphas_cumprod.dtype)
+
+
+def loss_weights(alphas_cumprod: Tensor, weighting: str, prediction: str, *, gamma: float = 5.0,
+                 probs: Tensor | None = None) -> Tensor | None:
+    """Per-t weights (T,) of the training loss, or None for the unweighted loss.
+
+    ``min-snr``: :func:`min_snr_weights` as they are (γ = ``gamma``). ``edm``: :func:`edm_weights` scaled so that
+    their mean under the distribution t is drawn from (``probs``, None = uniform) is 1, which keeps the loss, and
+    so the gradient norm that clipping sees, on the scale of the unweighted loss.
+    """
+    if weighting == "uniform":
+        return None
+    if weighting == "min-snr":
+        return min_snr_weights(alphas_cumprod, gamma, prediction)
+    if weighting == "edm":
+        weights = edm_weights(alphas_cumprod, prediction).double()
+        p = torch.full_like(weights, 1.0 / len(weights)) if probs is None else probs.double()
+        return (weights / (weights * p).sum()).to(alphas_cumprod.dtype)
+    raise ValueError(f"Unknown loss weighting {weighting!r}; choose one of {LOSS_WEIGHTINGS}")
 
 
 def bucket_losses(losses: Tensor, t: Tensor, num_timesteps: int,

@@ -56,14 +56,17 @@ def checked_class_names(ckpt: dict[str, Any], path: str | Path) -> tuple[str, ..
 def checked_weights(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: str | Path, *, use_ema: bool = True,
                     num_classes: int = 0) -> dict[str, torch.Tensor]:
     """The (EMA) weights of ``ckpt``, refused unless they have exactly the shapes ``cfg``'s network has, and are finite."""
-    name = Path(path).name
     weights: Any = ckpt.get("model")
     if use_ema and ckpt.get("ema"):
         ema = ckpt["ema"]
         weights = ema.get("model") if isinstance(ema, dict) else None
+    return checked_table(weights, expected_shapes(cfg, num_classes), Path(path).name)
+
+
+def checked_table(weights: Any, expected: dict[str, tuple[int, ...]], name: str) -> dict[str, torch.Tensor]:
+    """``weights`` if it is a table of finite tensors with exactly the ``expected`` names and shapes."""
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
         raise CheckpointError(f"Checkpoint {name} is damaged: its weights are not a table of tensors")
-    expected = expected_shapes(cfg, num_classes)
     got = {k: tuple(v.shape) for k, v in weights.items()}
     missing = sorted(expected.keys() - got.keys())
     unexpected = sorted(got.keys() - expected.keys())
@@ -84,6 +87,40 @@ def checked_weights(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: str |
             raise CheckpointError(f"Checkpoint {name} holds NaN or infinite weights ({key}): the run had diverged "
                                   "before it was saved. Use an earlier checkpoint")
     return weights
+
+
+def checked_ema_sources(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: str | Path,
+                        num_classes: int = 0) -> tuple[int, list[Any]]:
+    """(step, stored averages) of a power-EMA checkpoint, for rebuilding another EMA length (post-hoc EMA).
+
+    Refused with a sentence for the user when the checkpoint has none (a fixed-decay EMA, or written before
+    post-hoc EMA existed) or when they are malformed: every table must fit the network like its weights.
+    """
+    from ddpm_studio.core.posthoc_ema import MAX_SIGMA_REL
+    from ddpm_studio.core.power_ema import sources_from_state
+
+    name = Path(path).name
+    state = ckpt.get("phema")
+    if state is None:
+        raise CheckpointError(f"Checkpoint {name} keeps no EMA averages to rebuild another EMA length from: its run "
+                              "used a fixed-decay EMA (EMA kind fixed, or a version before post-hoc EMA). Sample it "
+                              "without an EMA length")
+    try:
+        tracked = [float(s) for s in state["tracked"]]
+        step = state["num_updates"]
+        tables = list(state["averages"]) + [t for snap in state["snapshots"] for t in snap["averages"]]
+        well_formed = (isinstance(step, int) and not isinstance(step, bool) and step >= 0 and tracked
+                       and all(0 < s < MAX_SIGMA_REL for s in tracked) and len(state["averages"]) == len(tracked)
+                       and all(len(snap["averages"]) == len(tracked) and isinstance(snap["step"], int)
+                               and 0 < snap["step"] <= step for snap in state["snapshots"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        well_formed = False
+    if not well_formed:
+        raise CheckpointError(f"Checkpoint {name} is damaged: its stored EMA averages are not readable")
+    expected = expected_shapes(cfg, num_classes)
+    for table in tables:
+        checked_table(table, expected, name)
+    return step, sources_from_state(state)
 
 
 def expected_shapes(cfg: config_mod.RunConfig, num_classes: int = 0) -> dict[str, tuple[int, ...]]:

@@ -24,6 +24,8 @@ from ddpm_studio.core.choices import (
     DEVICE_CHOICES,
     DOWNSAMPLE_PADDINGS,
     LOSS_TYPES,
+    LOSS_WEIGHTINGS,
+    NOISE_LEVELS,
     PRECISION_CHOICES,
     PREDICTIONS,
     SAMPLER_NAMES,
@@ -36,7 +38,8 @@ from ddpm_studio.core.unet_config import UNetConfig, preset_config
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
 MODEL_PRESETS = ("tiny", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
 SCHEDULES = BETA_SCHEDULE_NAMES
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear", "wsd")
+EMA_KINDS = ("power", "fixed")
 
 
 class ConfigError(ValueError):
@@ -48,9 +51,13 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, label: str, help: str, *, min: float | None = None, max: float | None = None,
-            choices: tuple[str, ...] | None = None, optional: bool = False) -> Any:
-    """A dataclass field carrying the metadata the CLI, the GUI form and validation share."""
-    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "optional": optional}
+            choices: tuple[str, ...] | None = None, optional: bool = False, aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field carrying the metadata the CLI, the GUI form and validation share.
+
+    ``aliases``: extra CLI spellings of the flag (e.g. ``--minutes`` for ``--train-minutes``).
+    """
+    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "optional": optional,
+            "aliases": aliases}
     return field(default=default, metadata=meta)
 
 
@@ -88,7 +95,11 @@ class DiffusionConfig:
     schedule: str = setting("cosine", "Noise schedule", "cosine: Nichol & Dhariwal, better for small images (with v-prediction, the crispest demo shapes after 1,200 steps); linear: β from 1e-4 to 0.02, the paper's (Ho et al.).", choices=SCHEDULES)
     prediction: str = setting("v", "Prediction target", "What the network predicts. v: the velocity √ᾱ·ε - √(1-ᾱ)·x₀ (Salimans & Ho 2022): on the demo shapes, 1,200 steps give shapes on white where epsilon gives colour-filled frames; epsilon: the noise, as in the paper (Ho et al.). Cannot change when resuming.", choices=PREDICTIONS)
     loss: str = setting("mse", "Loss", "Distance between the network's output and its target (ε or v): mse (the paper's), l1 or huber.", choices=LOSS_TYPES)
-    min_snr_gamma: float = setting(0.0, "Min-SNR γ", "Weight the loss at each step t by min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v (Hang et al. 2023, who report faster convergence; with ε-prediction no gain was seen on the demo shapes at 1,000 steps): less effort on nearly clean images. 0 = off (the paper's uniform weighting).", min=0.0, max=1000.0)
+    noise_levels: str = setting("uniform", "Noise levels", "Which noise levels training visits. uniform: every step t equally often (Ho et al.); lognormal: EDM's log-normal noise levels σ (Karras et al. 2022), mapped onto the T steps, which spend more effort on middle noise. See docs/quality_per_compute.md for what each gives at a small budget.", choices=NOISE_LEVELS)
+    loss_weighting: str = setting("uniform", "Loss weighting", "How the loss at each noise level counts. uniform: equally (the paper's); min-snr: Min-SNR-γ (Hang et al. 2023), less effort on nearly clean images; edm: EDM's λ(σ), meant with lognormal noise levels.", choices=LOSS_WEIGHTINGS)
+    min_snr_gamma: float = setting(5.0, "Min-SNR γ", "With loss weighting min-snr: the loss at step t counts min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v (Hang et al. 2023 use 5).", min=0.0, max=1000.0)
+    lognormal_mean: float = setting(-1.2, "Log-normal mean", "With lognormal noise levels: the mean of ln σ (EDM: -1.2). Lower it to train more on fine detail, raise it for layout and colour.", min=-10.0, max=10.0)
+    lognormal_std: float = setting(1.2, "Log-normal spread", "With lognormal noise levels: the standard deviation of ln σ (EDM: 1.2).", min=0.05, max=10.0)
 
 
 @dataclass(frozen=True)
@@ -99,17 +110,24 @@ class OptimConfig:
     grad_accum: int = setting(1, "Gradient accumulation", "Micro-batches summed per step; the effective batch is batch size × this.", min=1, max=256)
     lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the small presets (tiny, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
     warmup_steps: int = setting(100, "Warm-up steps", "Learning rate rises linearly from 0 over these steps (paper: 5000).", min=0, max=1_000_000)
-    lr_schedule: str = setting("constant", "LR schedule", "constant after warm-up, or cosine decay to zero at the last step.", choices=LR_SCHEDULES)
+    lr_schedule: str = setting("constant", "LR schedule", "After the warm-up: constant; cosine or linear: a decay to zero over the whole run (the time budget or the last step, whichever comes first); wsd: constant, then a linear decay to zero over the run's last part (LR decay share). A decay fitted to the run anneals the weights at its end; constant suits a run you will extend.", choices=LR_SCHEDULES)
+    lr_decay_share: float = setting(0.2, "LR decay share", "wsd schedule: the share of the run (after the warm-up) over which the rate falls to zero at the end.", min=0.01, max=1.0)
     weight_decay: float = setting(0.0, "Weight decay", "AdamW decoupled weight decay.", min=0.0, max=1.0)
+    adam_beta1: float = setting(0.9, "Adam β1", "AdamW's momentum: how many past gradients the step direction averages (0.9: ~10 steps; the diffusers training examples use 0.95).", min=0.0, max=0.9999)
+    adam_beta2: float = setting(0.999, "Adam β2", "AdamW's average of squared gradients (0.999 as in the paper; lower, e.g. 0.99, reacts faster to changing gradient scales).", min=0.0, max=0.99999)
     grad_clip: float = setting(1.0, "Gradient clip norm", "Clip the gradient's global norm to this (0 = off; paper: 1.0).", min=0.0, max=1000.0)
-    ema_decay: float = setting(0.999, "EMA decay", "Samples come from an exponential moving average of the weights (paper: 0.9999 for long runs).", min=0.0, max=0.99999)
+    ema: str = setting("fixed", "EMA kind", "Samples come from an average of the weights over the last part of the run. power: EDM2's power-function EMA, whose length is a fraction of the run so far (EMA length), so it fits any run length, and any other length can be rebuilt after training (sample --ema-length); fixed: a constant decay (EMA decay), the paper's. Cannot change when resuming.", choices=EMA_KINDS)
+    ema_length: float = setting(0.10, "EMA length", "Power EMA: how much of the run the average covers, as EDM2's σ_rel (the spread of the averaged steps relative to the run's length so far; 90 % of the average's weight lies on the last 12 % of the run at 0.05, the last 25 % at 0.10, the last 56 % at 0.20). Shorter follows the latest weights, longer smooths more. Previews and samples use it; sampling can choose another.", min=0.01, max=0.28)
+    ema_snapshots: int = setting(4, "EMA snapshots", "Power EMA: earlier averages each checkpoint keeps (evenly spread over the run) so that any EMA length can be rebuilt after training; each costs two half-precision copies of the weights. 0 keeps only the two current averages (lengths 0.05-0.10 rebuild well).", min=0, max=64)
+    ema_decay: float = setting(0.999, "EMA decay", "Fixed EMA: the decay per step (paper: 0.9999 for long runs; 0.999 averages about the last 1,000 steps whatever the run's length).", min=0.0, max=0.99999)
     mixed_precision: str = setting("auto", "Mixed precision", "auto: bf16 where the hardware is fast at it (CUDA, CPUs with AVX512-BF16), else float32.", choices=PRECISION_CHOICES)
     device: str = setting("auto", "Device", "auto picks CUDA, then Apple MPS, then CPU.", choices=DEVICE_CHOICES)
     attention: str = setting("auto", "Attention", "How self-attention is computed: sdpa (PyTorch's fused scaled_dot_product_attention) or math (plain matmul + softmax); auto = sdpa, except on Apple MPS, where a timing at start picks the faster. The same maths: only speed differs.", choices=ATTENTION_CHOICES)
     compile: str = setting("off", "Compile (torch.compile)", "Compile the training forward and backward with torch.compile: default (fuses the elementwise work between convolutions) or reduce-overhead (also CUDA graphs, for small models whose GPU steps are launch-bound). Try it on a GPU for long runs: the first step then takes a minute or more. Off on a CPU, where it was slower (docs/benchmarks.md). The same maths, float rounding apart.", choices=COMPILE_CHOICES)
     channels_last: bool = setting(False, "Channels-last layout", "Keep activations and weights as (N, H, W, C): can speed up convolutions on NVIDIA GPUs (docs/gpu.md says whether it did), slowed a CPU's bf16 training by a third (docs/benchmarks.md). The same maths, float rounding apart.")
     mps_memory_fraction: float = setting(1.0, "MPS memory limit", "Apple GPUs only: the most a run may allocate, as a multiple of Metal's recommended working set. At 1 a batch too large stops with an out-of-memory message instead of making macOS swap; PyTorch's own limit is 1.7; 0 = no limit.", min=0.0, max=2.0)
-    total_steps: int = setting(20_000, "Total steps", "Optimisation steps to train for.", min=1, max=100_000_000)
+    total_steps: int = setting(20_000, "Total steps", "Optimisation steps to train for (with a time budget: at most; the run ends at whichever comes first).", min=1, max=100_000_000)
+    train_minutes: float = setting(0.0, "Time budget (minutes)", "Train for this many minutes of running time (pauses do not count; a resumed run continues the clock), with the learning-rate decay fitted to it and a last preview and checkpoint at its end. 0 = no time limit: train for Total steps. Giving Total steps alone (a flag or a config file without this setting) makes a step run. A timed run is not bit-reproducible: its learning rate follows the clock.", min=0.0, max=1_000_000.0, aliases=("--minutes",))
     seed: int = setting(0, "Seed", "Seeds weights, data order and noise: the same seed reproduces the run.", min=0, max=2**31 - 1)
     label_dropout: float = setting(0.1, "Label dropout", "Class-conditional runs only: share of labels replaced by \"no class\", which trains the unconditional model classifier-free guidance needs (Ho & Salimans: 0.1-0.2).", min=0.0, max=1.0)
 
@@ -145,6 +163,7 @@ class SampleConfig:
     sample_batch_size: int = setting(16, "Sampling batch size", "Images denoised at once.", min=1, max=1024)
     sample_seed: int = setting(0, "Sampling seed", "The same seed gives the same images.", min=0, max=2**31 - 1)
     use_ema: bool = setting(True, "Use EMA weights", "Sample from the averaged weights (recommended).")
+    ema_length: float = setting(0.0, "EMA length", "Runs trained with a power EMA: rebuild the average of the weights at this length (σ_rel: 0.05 weighs mostly the last 12 % of the run, 0.10 the last 25 %, 0.20 the last 56 %) from the averages the checkpoint keeps (post-hoc EMA), and sample from it. Try a few lengths when samples look noisy (longer) or washed out (shorter). 0 = the run's own EMA.", min=0.0, max=0.28)
     class_label: str = setting("all", "Class", "Class-conditional models: all (one row per class), or a class name or number (0 = first). Unconditional models only accept all.")
     guidance_scale: float = setting(1.0, "Guidance scale", "Class-conditional models: 0 = ignore the class, 1 = plain conditional model, >1 = classifier-free guidance (closer to the class, less variety, two model calls per step).", min=0.0, max=20.0)
 
@@ -171,6 +190,16 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+#: The training recipe of Ho et al. 2020 (DDPM) for the settings the defaults have moved away from: presets that
+#: reproduce the paper ("Paper CIFAR-10") apply all of these, so the paper's DDPM stays one click away.
+PAPER_RECIPE: dict[str, dict[str, Any]] = {
+    "model": {"dropout": 0.1},
+    "diffusion": {"schedule": "linear", "prediction": "epsilon", "noise_levels": "uniform", "loss_weighting": "uniform"},
+    "optim": {"lr_schedule": "constant", "ema": "fixed", "ema_decay": 0.9999, "adam_beta1": 0.9, "adam_beta2": 0.999,
+              "weight_decay": 0.0, "grad_clip": 1.0, "train_minutes": 0.0},
+}
 
 
 SECTION_TYPES: dict[str, type] = {
@@ -265,6 +294,12 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"Base channels must be a multiple of 32 (GroupNorm uses 32 groups) (got {m.base_channels})")
     if not errors:
         errors += model_errors(cfg)
+    diff = cfg.diffusion
+    if diff.loss_weighting == "min-snr" and diff.min_snr_gamma <= 0:
+        errors.append("Loss weighting min-snr needs Min-SNR γ above 0 (Hang et al. use 5)")
+    if diff.loss_weighting == "edm" and diff.prediction == "epsilon" and diff.noise_levels == "uniform":
+        errors.append("Loss weighting edm with epsilon prediction needs lognormal noise levels: with uniform ones the "
+                      "noisiest steps would weigh up to a million times more than the rest")
     if uses_steps(cfg.schedule.preview_sampler) and cfg.schedule.preview_steps > cfg.diffusion.timesteps:
         errors.append(f"Preview sampler steps ({cfg.schedule.preview_steps}) cannot exceed timesteps T ({cfg.diffusion.timesteps})")
     return errors
@@ -340,6 +375,8 @@ def update_section(section: Any, values: dict[str, Any], errors: list[str] | Non
     own_errors: list[str] = [] if errors is None else errors
     fields = {f.name: f for f in dataclasses.fields(section)}
     updates = {}
+    if "total_steps" in values and "train_minutes" in fields and "train_minutes" not in values:
+        updates["train_minutes"] = 0.0  # Total steps given on its own: a step run, as before time budgets existed
     for key, value in values.items():
         if key not in fields:
             if strict:
@@ -400,17 +437,29 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _legacy_loss_weighting(diffusion: dict[str, Any]) -> str:
+    """Before the loss-weighting choice, Min-SNR was on exactly when its γ was above 0."""
+    gamma = diffusion.get("min_snr_gamma", 0.0)
+    return "min-snr" if isinstance(gamma, int | float) and not isinstance(gamma, bool) and gamma > 0 else "uniform"
+
+
 #: Settings added after runs were first saved, with the value older runs used without saying so. A run's saved
 #: config (config.toml or a checkpoint's) that lacks one was made before it existed; a new run gets the default.
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"diffusion": {"prediction": "epsilon"}}
+#: A value may be a function of the saved section, when the old meaning depended on another setting.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "diffusion": {"prediction": "epsilon", "noise_levels": "uniform", "loss_weighting": _legacy_loss_weighting},
+    "optim": {"ema": "fixed", "train_minutes": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999},
+}
 
 
 def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a saved run's settings) with :data:`LEGACY_DEFAULTS` filled in where its sections lack them."""
     out = dict(data)
     for section, values in LEGACY_DEFAULTS.items():
-        if isinstance(out.get(section), dict):
-            out[section] = {**values, **out[section]}
+        saved = out.get(section)
+        if isinstance(saved, dict):
+            missing = {k: v(saved) if callable(v) else v for k, v in values.items() if k not in saved}
+            out[section] = {**missing, **saved}
     return out
 
 

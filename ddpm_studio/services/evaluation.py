@@ -118,7 +118,7 @@ class EvaluationSession:
             loaded = self.source
         else:
             yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema)
+            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
         labels, ncols = sample_labels(sc.class_label, loaded.class_names, sc.num_images)
         started = time.perf_counter()
         images = yield from denoise_batches(

@@ -43,6 +43,7 @@ class RunStarted:
     precision: str = ""  # "float32", "bf16 autocast", "fp16 autocast"
     #: The accelerator self-check (None on a CPU): when ``device_check.suggest_cpu``, offer to train on the CPU.
     device_check: DeviceCheck | None = None
+    time_budget_s: float = 0.0  # train for this long (running time, across resumes); 0 = until total_steps
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class TrainProgress:
     images_per_sec: float
     eta_seconds: float
     elapsed_seconds: float
+    train_seconds: float = 0.0  # running time the run has used, across resumes (what a time budget counts)
 
 
 @dataclass(frozen=True)

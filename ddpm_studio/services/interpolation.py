@@ -82,7 +82,7 @@ class InterpolationSession:
             loaded = self.source
         else:
             yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema)
+            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
         index = class_index(sc.class_label, loaded.class_names)
         if not loaded.class_names:
             row_labels = None

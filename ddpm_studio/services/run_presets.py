@@ -22,10 +22,10 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "schedule": {"preview_every": 50, "preview_steps": 20, "checkpoint_every": 100},
     },
     "Paper CIFAR-10 (GPU, days)": {
-        "model": {"preset": "cifar10", "dropout": 0.1}, "data": {"image_size": 32},
-        "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon"},
-        "optim": {"batch_size": 128, "lr": 2e-4, "warmup_steps": 5000, "total_steps": 800_000, "ema_decay": 0.9999,
-                  "grad_clip": 1.0},
+        "model": {**config_mod.PAPER_RECIPE["model"], "preset": "cifar10"}, "data": {"image_size": 32},
+        "diffusion": {**config_mod.PAPER_RECIPE["diffusion"], "timesteps": 1000},
+        "optim": {**config_mod.PAPER_RECIPE["optim"], "batch_size": 128, "lr": 2e-4, "warmup_steps": 5000,
+                  "total_steps": 800_000},
         "schedule": {"preview_every": 5000, "checkpoint_every": 10_000},
     },
     "64x64 images (GPU)": {

@@ -46,18 +46,29 @@ class LoadedModel:
     step: int
     path: Path
     class_names: tuple[str, ...] = ()
+    ema_length: float | None = None  # the power-EMA length (σ_rel) of these weights; None: a fixed EMA or raw weights
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size)
 
 
-def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = True) -> LoadedModel:
+def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = True,
+                      ema_length: float | None = None) -> LoadedModel:
     """Build the network a checkpoint describes and load its (EMA) weights; CheckpointError says why not.
 
-    Checkpoints written before class-conditional training existed have no ``class_names``: unconditional.
+    ``ema_length`` (σ_rel, e.g. 0.05-0.25): rebuild the power-function EMA of that length from the averages the
+    checkpoint stores (post-hoc EMA, :func:`ddpm_studio.core.power_ema.reconstruct`) instead of using the run's
+    own EMA; only checkpoints of runs with EMA kind "power" have them (CheckpointError otherwise). None or 0: the
+    checkpoint's own EMA weights (at the run's length for a power EMA). Checkpoints written before
+    class-conditional training existed have no ``class_names``: unconditional.
     """
-    from ddpm_studio.services.checkpoint_check import checked_class_names, checked_config, checked_step, checked_weights
+    from ddpm_studio.services.checkpoint_check import (
+        checked_class_names,
+        checked_config,
+        checked_step,
+        checked_weights,
+    )
 
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
@@ -66,7 +77,14 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
     class_names = checked_class_names(ckpt, ckpt_path)
     cfg = checked_config(ckpt, ckpt_path)
     step = checked_step(ckpt, ckpt_path)
-    weights = checked_weights(ckpt, cfg, ckpt_path, use_ema=use_ema, num_classes=len(class_names))
+    length = _own_ema_length(ckpt) if use_ema else None
+    if ema_length:
+        if not use_ema:
+            raise CheckpointError("An EMA length applies to the EMA weights: sample with the EMA (use_ema) to choose one")
+        weights = _rebuilt_ema(ckpt, cfg, ckpt_path, len(class_names), ema_length)
+        length = float(ema_length)
+    else:
+        weights = checked_weights(ckpt, cfg, ckpt_path, use_ema=use_ema, num_classes=len(class_names))
     try:
         model = build_model(cfg, num_classes=len(class_names))
     except (ValueError, TypeError) as exc:
@@ -79,7 +97,46 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
     use_attention(model, attention_impl("auto", device.device))  # on MPS the faster of SDPA and matmul + softmax
-    return LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names)
+    return LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names, length)
+
+
+def _own_ema_length(ckpt: dict[str, Any]) -> float | None:
+    """The length of a power-EMA checkpoint's own EMA weights (None: a fixed EMA, or no EMA)."""
+    ema = ckpt.get("ema")
+    length = ema.get("length") if isinstance(ema, dict) else None
+    return float(length) if isinstance(length, int | float) and not isinstance(length, bool) else None
+
+
+def _rebuilt_ema(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: Path, num_classes: int,
+                 ema_length: float) -> dict[str, torch.Tensor]:
+    """The post-hoc EMA of ``ema_length`` from a power-EMA checkpoint's stored averages (checked first)."""
+    from ddpm_studio.core.posthoc_ema import MAX_SIGMA_REL
+    from ddpm_studio.core.power_ema import reconstruct
+    from ddpm_studio.services.checkpoint_check import checked_ema_sources, checked_table, expected_shapes
+
+    if not 0 < ema_length < MAX_SIGMA_REL:
+        raise config_mod.ConfigError([f"EMA length must be between 0 and {MAX_SIGMA_REL:.3f} (got {ema_length:g})"])
+    step, sources = checked_ema_sources(ckpt, cfg, path, num_classes)
+    if step == 0:  # no update yet: every average is still the initial network
+        return sources[0][2]
+    weights = reconstruct(sources, step, ema_length)
+    return checked_table(weights, expected_shapes(cfg, num_classes), path.name)  # finite (fp16 sums cannot overflow)
+
+
+def checkpoint_ema_length(path: str | Path) -> float | None:
+    """The run's own EMA length (σ_rel) when a checkpoint can rebuild other lengths (a power EMA), else None.
+
+    For the GUI's "EMA length" control: memory-maps the file like :func:`checkpoint_class_names`. File I/O: call
+    it off the GUI thread.
+    """
+    ckpt_path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        ckpt = None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
+        ckpt = load_checkpoint(ckpt_path)
+    return _own_ema_length(ckpt) if isinstance(ckpt.get("phema"), dict) else None
 
 
 def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
@@ -210,7 +267,7 @@ class SamplingSession:
             loaded = self.source
         else:
             yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema)
+            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
         labels, ncols = sample_labels(sc.class_label, loaded.class_names, sc.num_images)
         g_step = torch.Generator().manual_seed(sc.sample_seed + 1)
         trajectory: list[np.ndarray] | None = [] if self.save_trajectory else None

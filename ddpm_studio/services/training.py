@@ -36,7 +36,8 @@ from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
 from ddpm_studio.core.ema import EMA
-from ddpm_studio.core.objectives import bucket_losses, min_snr_weights, sample_timesteps, training_losses
+from ddpm_studio.core.objectives import bucket_losses, loss_weights, sample_timesteps, timestep_probs, training_losses
+from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.acceleration import compile_failure, resident_images
@@ -58,8 +59,10 @@ from ddpm_studio.services.events import (
     TrainProgress,
 )
 from ddpm_studio.services.loop_timing import ActiveClock, PreviewCadence, Throughput
+from ddpm_studio.services.lr_schedule import lr_at
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.run_budget import RunBudget, TrainingClock
 from ddpm_studio.services.run_lock import RunLock, claim_for_training
 from ddpm_studio.services.runs import RunFolder, default_run_name, plan_continue
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
@@ -107,15 +110,11 @@ class TrainingError(RuntimeError):
     """The run cannot continue; the message is for the user."""
 
 
-def lr_at(step: int, cfg: config_mod.OptimConfig) -> float:
-    """Linear warm-up to ``lr``, then constant or cosine decay to zero at ``total_steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        span = max(1, cfg.total_steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr
+def make_ema(model: torch.nn.Module, optim: config_mod.OptimConfig) -> EMA | PowerEMA:
+    """The run's average of the weights: a power-function EMA (with post-hoc snapshots) or a fixed decay."""
+    if optim.ema == "power":
+        return PowerEMA(model, optim.ema_length, max_snapshots=optim.ema_snapshots)
+    return EMA(model, optim.ema_decay)
 
 
 def step_policy(device: torch.device, distributed: bool) -> tuple[bool, bool]:
@@ -195,6 +194,9 @@ class TrainingSession:
             raise TrainingError("Image size and channels cannot change when resuming")
         if cfg.data.conditional != saved.data.conditional:
             raise TrainingError("Class-conditional cannot change when resuming (the model's class embedding depends on it)")
+        if cfg.optim.ema != saved.optim.ema:
+            raise TrainingError(f"The EMA kind cannot change when resuming (this run averages its weights with a "
+                                f"{saved.optim.ema} EMA)")
         self.cfg = cfg
         return ckpt
 
@@ -260,19 +262,23 @@ class TrainingSession:
         use_attention(self.model, attention)
         if cfg.optim.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, cfg.optim.ema_decay)
+        self.ema = make_ema(self.model, cfg.optim)
         self.schedule = build_schedule(cfg)
         self._step_schedule = self.schedule.to(dev)  # the step gathers from its tables on the device, without a copy
-        gamma = cfg.diffusion.min_snr_gamma
-        self.loss_weights = (min_snr_weights(self.schedule.alphas_cumprod, gamma, cfg.diffusion.prediction).to(dev)
-                             if gamma > 0 else None)
+        diff, ac = cfg.diffusion, self.schedule.alphas_cumprod
+        probs = timestep_probs(ac, diff.noise_levels, diff.lognormal_mean, diff.lognormal_std)
+        weights = loss_weights(ac, diff.loss_weighting, diff.prediction, gamma=diff.min_snr_gamma, probs=probs)
+        self.timestep_probs = None if probs is None else probs.float().to(dev)
+        self.loss_weights = None if weights is None else weights.to(dev)
         deferred, fused = step_policy(dev, self.dist.enabled)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                           betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2),
                                            foreach=not fused, fused=fused or None)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
         self._pending = PendingSteps(deferred=deferred, clock=self._now)
         self._refused = RefusedSteps(dev) if deferred and not self.scaler.is_enabled() else None
         self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
+        self.budget = RunBudget(cfg.optim, TrainingClock())
         cursor = None
         if ckpt is not None:
             cursor = self._restore(ckpt)
@@ -298,6 +304,7 @@ class TrainingSession:
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
             class_names=tuple(self.class_names), precision=self.device.precision_name,
             warnings=tuple(warnings), device_check=self.device_check,
+            time_budget_s=self.budget.budget_seconds,
         )
         if mps_note:
             log.info(mps_note)
@@ -319,13 +326,14 @@ class TrainingSession:
     def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:
         try:
             self.model.load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["ema"])
+            self.ema.load_state_dict(ckpt["phema"] if isinstance(self.ema, PowerEMA) else ckpt["ema"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc
         if "scaler" in ckpt and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
+        self.budget.clock.used = float(ckpt.get("train_seconds", 0.0))  # a time budget continues where it stopped
         self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
         rng = ckpt.get("rng", {})
         if "torch" in rng:
@@ -345,7 +353,7 @@ class TrainingSession:
         """
         cfg, dev = self.cfg, self.device.device
         assert cfg is not None
-        lr = lr_at(self.step, cfg.optim)
+        lr = lr_at(self.step, cfg.optim, self.budget.time_fraction())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
@@ -399,14 +407,15 @@ class TrainingSession:
         return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
 
     def _noise_for(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The timesteps t ~ U{0..T-1} and noise ε for a micro-batch, from the run's own generator (resume is exact).
+        """The timesteps t (uniform on {0..T-1}, or the run's noise-level distribution) and noise ε for a micro-batch,
+        from the run's own generator (resume is exact).
 
         Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see
         distributed.py, so an N-process run trains like one process with N times the batch.
         """
         dev, share = self.device.device, self.dist.share
         n = x0.shape[0] * self.dist.world
-        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev))
+        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev, self.timestep_probs))
         noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
         return t, noise
 
@@ -469,15 +478,24 @@ class TrainingSession:
         if torch.cuda.is_available():  # under torchrun only this rank's GPU: get_rng_state_all would touch every GPU
             rng["cuda"] = [torch.cuda.get_rng_state()] if self.dist.enabled else torch.cuda.get_rng_state_all()
         payload = {
-            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self._ema_payload(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+            "train_seconds": self.budget.clock.seconds,
             "data": self.batches.cursor.global_state(self.dist.world), "created": time.time(),
             "metrics": {"loss": recent_loss, "val_loss": val_loss}, "dataset": self.data.description,
             "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
         }
         if self.scaler.is_enabled():
             payload["scaler"] = self.scaler.state_dict()
+        if isinstance(self.ema, PowerEMA):
+            payload["phema"] = self.ema.state_dict()
         return payload
+
+    def _ema_payload(self) -> dict[str, Any]:
+        """The checkpoint's ``ema`` entry: the weights samples use by default (a power EMA's, rebuilt at its length)."""
+        if isinstance(self.ema, PowerEMA):
+            return {"model": self.ema.model.state_dict(), "num_updates": self.ema.num_updates, "length": self.ema.length}
+        return self.ema.state_dict()
 
     def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
         """Write the current state (see :class:`Checkpointer` for what happens when that fails)."""
@@ -606,26 +624,31 @@ class TrainingSession:
             self.training_log.add_step(result.loss, result.bucket_sums, result.bucket_counts)
             self._last_loss, self._last_lr = result.loss, result.lr
             now = self._active()
-            yield TrainProgress(result.step, total_steps, result.loss, result.lr, speed.images_per_sec,
-                                speed.eta(total_steps - result.step, _side_work_share(now - self._warm_up_done, speed)),
-                                now)
+            eta = speed.eta(total_steps - result.step, _side_work_share(now - self._warm_up_done, speed))
+            if self.budget.timed:  # the time budget may end the run first
+                eta = min(eta, max(0.0, self.budget.budget_seconds - self.budget.clock.seconds))
+            yield TrainProgress(result.step, total_steps, result.loss, result.lr, speed.images_per_sec, eta, now,
+                                self.budget.clock.seconds)
 
     def _loop(self) -> Iterator[Any]:
-        """Train to ``total_steps``, serving pause / resume / stop and the sample-now / checkpoint-now requests
+        """Train to ``total_steps`` or the time budget, serving pause / resume / stop and the sample-now / checkpoint-now requests
         between steps, with previews and checkpoints on their cadence (see :mod:`loop_timing`)."""
         cfg = self.cfg
         assert cfg is not None and self.run is not None
-        sc, total_steps = cfg.schedule, cfg.optim.total_steps
+        sc = cfg.schedule
         images_per_step = cfg.optim.batch_size * self.dist.world * cfg.optim.grad_accum
         main = self.dist.is_main  # only rank 0 logs, previews and checkpoints
         self._active = clock = ActiveClock(self.clock)
         self._cadence = PreviewCadence(sc.preview_every, sc.preview_minutes * 60, sc.preview_budget)
         self._speed = speed = Throughput(images_per_step)
         self._last_ckpt_at = last_status_at = clock()
+        self._last_preview_step = -1
+        budget = self.budget
+        budget.clock.start()  # the time budget counts running time from here: steps, previews, checkpoints
         if main and self.step == 0 and sc.preview_every:
             yield from self._preview()
         self._warm_up_done = clock()  # the step-0 preview is a one-off, not part of the run's steady side work
-        while self.step < total_steps:
+        while not budget.done(self.step):
             if self.control.has_requests:
                 yield from self._read_pending()  # a preview or checkpoint shows the steps run so far
                 yield from self._serve_requests(self._last_loss)
@@ -637,13 +660,13 @@ class TrainingSession:
             self._pending.begin_step()
             self._pending.add(self.step + 1, *self._train_step())
             now = clock()
-            log_due = main and (self.step % sc.log_every == 0 or self.step == total_steps)
+            log_due = main and (self.step % sc.log_every == 0 or budget.done(self.step))
             status_due = main and now - last_status_at >= STATUS_EVERY_SECONDS  # the Runs list shows the real step
             preview_due = main and self._cadence.due(self.step, now)
             checkpoint_due = main and bool((sc.checkpoint_every and self.step % sc.checkpoint_every == 0) or (
                 sc.checkpoint_minutes and now - self._last_ckpt_at >= sc.checkpoint_minutes * 60))
             if not (log_due or status_due or preview_due or checkpoint_due or self._pending.due()
-                    or self.step == total_steps or self.control.paused or self.control.stop_requested
+                    or budget.done(self.step) or self.control.paused or self.control.stop_requested
                     or self.control.has_requests):
                 continue  # on a GPU: queue the next step while this one runs; a later read reports both
             yield from self._read_pending()
@@ -659,6 +682,9 @@ class TrainingSession:
                 yield from self._save(loss)
 
         yield from self._read_pending()  # stopped between reads: report (and check) the last steps before saving
+        if (main and budget.timed and budget.done(self.step) and self.step != self._last_preview_step
+                and (sc.preview_every or sc.preview_minutes)):
+            yield from self._preview()  # a timed run ends on a preview
         checkpoint = None
         if main and self.step > self.checkpointer.last_saved_step:  # type: ignore[union-attr]
             event = yield from self._save()
@@ -666,7 +692,8 @@ class TrainingSession:
         elif main:
             latest = self.run.latest_checkpoint()
             checkpoint = str(latest.path) if latest else None
-        reason = "completed" if self.step >= total_steps else "stopped"
+        budget.clock.stop()
+        reason = budget.reason(self.step)
         self._status(state=reason, step=self.step)
         self.dist.barrier()  # every rank finishes after rank 0's last checkpoint is on disk
         yield RunFinished(self.step, reason, checkpoint)
@@ -677,6 +704,7 @@ class TrainingSession:
         preview = self.previewer.preview(self.ema.model, self.model, self.step)  # type: ignore[union-attr]
         self.training_log.preview_image(preview.image, self.step)
         self._cadence.spent(self.clock() - t0, self._active())
+        self._last_preview_step = self.step
         if preview.val_loss is not None:
             yield MetricsLogged(self.training_log.validation_record(self.step, preview.val_loss))
         yield preview
@@ -698,6 +726,7 @@ class TrainingSession:
         self._status(state="paused", step=self.step)
         log.info("Paused at step %d", self.step)
         self._active.pause_started()
+        self.budget.clock.stop()  # a time budget counts running time only
         yield RunPaused(self.step)
         while True:
             self.control.wait_while_paused()
@@ -706,6 +735,7 @@ class TrainingSession:
             if not self.control.paused or self.control.stop_requested:
                 break
         self._active.pause_ended()
+        self.budget.clock.start()
         self._status(state="running", step=self.step)
         if not self.control.stop_requested:
             log.info("Resumed at step %d", self.step)

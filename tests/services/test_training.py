@@ -233,16 +233,19 @@ def test_resume_refuses_model_changes(tmp_path, tiny_cfg):
         collect(TrainingSession(resume_from=ckpt, overrides={"model": {"base_channels": 64}}))
 
 
-def test_min_snr_weighting_changes_the_update_not_the_reported_loss(tmp_path, tiny_cfg):
-    """Min-SNR reweights the gradient; the loss a user sees stays the plain MSE (of ε or v) of the same batch.
+@pytest.mark.parametrize("weighting", ["min-snr", "edm"])
+def test_loss_weighting_changes_the_update_not_the_reported_loss(tmp_path, tiny_cfg, weighting):
+    """Min-SNR or EDM weights reweight the gradient; the loss a user sees stays the plain MSE (of ε or v) of the
+    same batch.
 
     Three steps, because Adam's first update is lr·sign(g) whatever the weights (and the zero-initialised
     output layer is all the first step moves)."""
     runs = {}
-    for gamma in (0.0, 5.0):
-        cfg = tiny_cfg(diffusion={"min_snr_gamma": gamma}, optim={"total_steps": 3, "warmup_steps": 0})
-        events = collect(TrainingSession(cfg, runs_dir=tmp_path, run_name=f"g{gamma}"))
+    for name in ("uniform", weighting):
+        cfg = tiny_cfg(diffusion={"loss_weighting": name, "min_snr_gamma": 5.0},
+                       optim={"total_steps": 3, "warmup_steps": 0})
+        events = collect(TrainingSession(cfg, runs_dir=tmp_path, run_name=name))
         loss = next(e.loss for e in events if isinstance(e, ev.TrainProgress))
-        runs[gamma] = (loss, load_checkpoint(RunFolder(tmp_path / f"g{gamma}").latest_checkpoint().path)["model"])
-    assert runs[0.0][0] == pytest.approx(runs[5.0][0], rel=1e-6)
-    assert any(not torch.equal(runs[0.0][1][k], runs[5.0][1][k]) for k in runs[0.0][1])
+        runs[name] = (loss, load_checkpoint(RunFolder(tmp_path / name).latest_checkpoint().path)["model"])
+    assert runs["uniform"][0] == pytest.approx(runs[weighting][0], rel=1e-6)
+    assert any(not torch.equal(runs["uniform"][1][k], runs[weighting][1][k]) for k in runs["uniform"][1])
