@@ -115,6 +115,14 @@ class Preferences:
 
         self.set_json("generate/last", dataclasses.asdict(cfg))
 
+    # -- notifications ----------------------------------------------------------------------------------
+    def webhook_url(self) -> str:
+        """Where run outcomes are POSTed ("" = nowhere): a preference, not a run setting (it holds a secret)."""
+        return self.get_str("notifications/webhook_url")
+
+    def set_webhook_url(self, url: str) -> None:
+        self.set("notifications/webhook_url", url)
+
     def runs_dir(self) -> Path:
         """The runs folder: $DDPM_STUDIO_RUNS_DIR, else the one chosen in the app, else the platform default."""
         from ddpm_studio.services.runs import default_runs_dir

@@ -1,4 +1,4 @@
-"""The composition root: builds the window's views, the four presenters and the services they use, and wires them.
+"""The composition root: builds the window's views, the presenters and the services they use, and wires them.
 
 Nothing here decides what a button does (the presenters do); it says who hears whom, and owns the app's
 lifetime: restoring and saving the layout, warming torch up after the first paint, the memory readout,
@@ -23,10 +23,12 @@ from ddpm_studio import __version__
 from ddpm_studio.gui import dialogs
 from ddpm_studio.gui.preferences import Preferences
 from ddpm_studio.gui.presenters.generate import GeneratePresenter
+from ddpm_studio.gui.presenters.notifications import NotificationsPresenter
 from ddpm_studio.gui.presenters.runs import RunsPresenter
 from ddpm_studio.gui.presenters.settings import SettingsPresenter
 from ddpm_studio.gui.presenters.training import TrainingPresenter
 from ddpm_studio.gui.views.main_window import MainWindow
+from ddpm_studio.gui.views.notifications import DesktopNotifications
 from ddpm_studio.gui.workers import BackgroundTasks, wait_for_threads, warm_up
 from ddpm_studio.services.config import SampleConfig
 from ddpm_studio.services.run_presets import default_config
@@ -34,6 +36,7 @@ from ddpm_studio.services.run_presets import default_config
 log = logging.getLogger("ddpm_studio.gui")
 LOGGERS = ("ddpm_studio", "py.warnings")
 TRIM_AFTER_MB = 32  # idle and this much above the last trim: malloc is keeping freed memory
+RUNS_REFRESH_MS = 10_000  # while training, the Runs list re-reads run.json (the services update its step every ~10 s)
 
 
 class Studio(QObject):
@@ -53,7 +56,9 @@ class Studio(QObject):
         ask = dialogs.QtDialogs(w, prefs)
         w.log_panel.attach(*map(logging.getLogger, LOGGERS))
 
-        self.training = TrainingPresenter(w.run_controls, w.loss_plot, w.trajectory, w.status, ask, runs_dir=prefs.runs_dir)
+        self.notifications = NotificationsPresenter(DesktopNotifications(w), prefs)
+        self.training = TrainingPresenter(w.run_controls, w.loss_plot, w.trajectory, w.status, ask, runs_dir=prefs.runs_dir,
+                                          notifier_factory=self.notifications.new_notifier)
         self.settings = SettingsPresenter(w.settings_panel, w.dataset_panel, ask, prefs, self.tasks)
         self.runs = RunsPresenter(w.runs_panel, w.checkpoints_panel, ask, prefs, self.tasks)
         self.generate = GeneratePresenter(w.generate_panel, ask, prefs, self.tasks)
@@ -63,11 +68,16 @@ class Studio(QObject):
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(2000)
         self._memory_timer.timeout.connect(self._update_memory)
+        self._runs_timer = QTimer(self)
+        self._runs_timer.setInterval(RUNS_REFRESH_MS)
+        self._runs_timer.timeout.connect(self.runs.refresh_runs)
+        self.training.stateChanged.connect(lambda state: self._runs_timer.start() if state.active else self._runs_timer.stop())
         self.restore()
 
     def _wire(self) -> None:
         """Who hears whom: the run state flows out of the training presenter, requests flow into it."""
-        training, settings, runs, generate = self.training, self.settings, self.runs, self.generate
+        training, settings, runs, generate, notifications = (self.training, self.settings, self.runs, self.generate,
+                                                             self.notifications)
         wiring: list[tuple[Any, ...]] = [  # (signal, every slot that hears it)
             (settings.verdictChanged, training.set_verdict, lambda verdict: runs.on_config(verdict.cfg)),
             (training.stateChanged, lambda state: settings.set_run_active(state.active),
@@ -77,6 +87,8 @@ class Studio(QObject):
             (training.runEnded, runs.on_run_ended, self._on_run_ended),
             (training.liveModelChanged, generate.set_live_model),
             (training.continueRequested, runs.continue_run),
+            (training.settingsEdited, settings.set_values),
+            (training.notified, notifications.show),
             (runs.runOpened, lambda history: settings.set_config(history.cfg), training.show_history),
             (runs.resumeRequested, training.resume_from),
             (runs.keepLastChanged, settings.set_keep_last, training.set_keep_last),
@@ -95,6 +107,7 @@ class Studio(QObject):
         m["load_config"].triggered.connect(lambda: self.settings.load_file())
         m["save_config"].triggered.connect(lambda: self.settings.save_file())
         m["runs_dir"].triggered.connect(self.runs.change_runs_dir)
+        m["notifications"].triggered.connect(self.notifications.edit_webhook)
         m["quit"].triggered.connect(w.close)
         m["generate"].triggered.connect(self.generate.generate)
         m["reset_layout"].triggered.connect(w.reset_layout)
@@ -204,7 +217,9 @@ class Studio(QObject):
             QTimer.singleShot(0, self.w.close)
 
     def shutdown(self) -> None:
-        """aboutToQuit: whatever happened, leave no thread running."""
+        """aboutToQuit: whatever happened, leave no thread running (and no timer touching a closed window)."""
+        self._memory_timer.stop()
+        self._runs_timer.stop()
         self.training.shutdown()
         self.generate.shutdown()
         self.w.dataset_panel.thumbs_model.stop()

@@ -153,16 +153,19 @@ class TrainWorker(QObject):
     """Runs ``factory()`` (a TrainingSession, built in this thread so torch loads off the GUI thread).
 
     ``session`` is set once the factory returns (before the first event); the GUI uses only its thread-safe
-    public methods (``snapshot``, ``set_keep_last``).
+    public methods (``snapshot``, ``set_keep_last``). A ``notifier`` (services.notifications.Notifier) sees every
+    event here, on this thread, so its webhook POSTs never wait on the GUI; what it makes is sent as ``notified``.
     """
 
     progress = Signal(object)  # ProgressBatch
     event = Signal(object)  # every other event, in order; RunFailed on errors
+    notified = Signal(object)  # a Notification (completed, failed, paused on a failed save)
     finished = Signal()
 
-    def __init__(self, factory: Callable[[], Any], interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(self, factory: Callable[[], Any], interval: float = PROGRESS_INTERVAL, notifier: Any = None) -> None:
         super().__init__()
         self._factory = factory
+        self._notifier = notifier
         self._coalescer = Coalescer(interval)
         self.session: Any = None
         self._run_dir: str | None = None  # from RunStarted: where a failed run's last good checkpoint is
@@ -175,7 +178,9 @@ class TrainWorker(QObject):
             drive(self.session.steps(), self._sink)
         except Exception as exc:  # never let an exception escape a slot in a thread
             self._emit_all(self._coalescer.flush())
-            self.event.emit(ev.RunFailed.from_exception(exc, self._step, self._last_checkpoint()))
+            failed = ev.RunFailed.from_exception(exc, self._step, self._last_checkpoint())
+            self.event.emit(failed)
+            self._notify(failed)
         finally:
             self._emit_all(self._coalescer.flush())
             self.finished.emit()
@@ -186,6 +191,18 @@ class TrainWorker(QObject):
         elif isinstance(event, ev.TrainProgress):
             self._step = event.step
         self._emit_all(self._coalescer.add(event))
+        self._notify(event)
+
+    def _notify(self, event: Any) -> None:
+        if self._notifier is None:
+            return
+        try:
+            note = self._notifier.observe(event)
+        except Exception:  # a notification is never worth a run
+            log.warning("Notifications failed; training goes on", exc_info=True)
+            return
+        if note is not None:
+            self.notified.emit(note)
 
     def _last_checkpoint(self) -> str | None:
         if self._run_dir is None:

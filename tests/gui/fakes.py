@@ -8,11 +8,12 @@ from concurrent.futures import Future
 from typing import Any
 from unittest.mock import MagicMock
 
+import numpy as np
 from PySide6.QtCore import SignalInstance
 
 from ddpm_studio.gui.workers import TaskHandle
 from ddpm_studio.services import events as ev
-from ddpm_studio.services.control import RunControl
+from ddpm_studio.services.control import CHECKPOINT, PREVIEW, RunControl
 
 
 def emit(signal: Any, *args: Any) -> None:
@@ -83,18 +84,21 @@ def prefs(runs_dir: Any, recent: list[str] | None = None) -> MagicMock:
     return p
 
 
-def progress(step: int, total: int = 10_000) -> ev.TrainProgress:
-    return ev.TrainProgress(step, total, 1.0 / step, 1e-4, 100.0, 1.0, 0.1)
+def progress(step: int, total: int = 10_000, train_seconds: float = 0.0) -> ev.TrainProgress:
+    return ev.TrainProgress(step, total, 1.0 / step, 1e-4, 100.0, 1.0, 0.1, train_seconds)
 
 
 class FakeTrainingSession:
-    """Yields like TrainingSession (RunStarted, a step at a time, pause / stop honoured between steps, requests served
-    there) and has its public API (snapshot, set_keep_last); ``fail_at`` raises, ``gate`` holds each step."""
+    """Yields like TrainingSession (RunStarted, a step at a time, pause / stop honoured between steps, Sample now /
+    Checkpoint now served there and while paused) and has its public API (snapshot, set_keep_last); ``fail_at``
+    raises, ``gate`` holds each step, ``started`` adds RunStarted fields, ``seconds_per_step`` is its training clock."""
 
     def __init__(self, control: RunControl, steps: int = 2000, fail_at: int | None = None,
-                 gate: threading.Event | None = None, run_dir: str = "/tmp/no-such-run", checkpoint_at: int = 0) -> None:
+                 gate: threading.Event | None = None, run_dir: str = "/tmp/no-such-run", checkpoint_at: int = 0,
+                 started: dict[str, Any] | None = None, seconds_per_step: float = 0.0) -> None:
         self.control, self.total, self.fail_at, self.gate = control, steps, fail_at, gate
         self.run_dir, self.checkpoint_at = run_dir, checkpoint_at
+        self.started, self.seconds_per_step = dict(started or {}), seconds_per_step
         self.step = 0
         self.closed = False
         self.keep_last: list[int] = []
@@ -103,11 +107,14 @@ class FakeTrainingSession:
     def steps(self) -> Iterator[Any]:
         self.thread = threading.get_ident()
         try:
-            yield ev.RunStarted(self.run_dir, 0, self.total, "cpu", "CPU (test)", 1234, "fake", 8, 8, class_names=("a", "b"))
+            yield ev.RunStarted(self.run_dir, 0, self.total, "cpu", "CPU (test)", 1234, "fake", 8, 8, class_names=("a", "b"),
+                                **self.started)
             while self.step < self.total:
                 if self.control.paused and not self.control.stop_requested:
                     yield ev.RunPaused(self.step)
-                    self.control.wait_resumed()
+                    while self.control.paused and not self.control.stop_requested:
+                        self.control.wait_while_paused()
+                        yield from self._serve_requests()
                     if not self.control.stop_requested:
                         yield ev.RunResumed(self.step)
                 if self.control.stop_requested:
@@ -117,15 +124,24 @@ class FakeTrainingSession:
                 self.step += 1
                 if self.step == self.fail_at:
                     raise RuntimeError("out of memory (simulated)")
-                yield progress(self.step, self.total)
+                yield progress(self.step, self.total, self.step * self.seconds_per_step)
                 if self.step % 100 == 0:
                     yield ev.MetricsLogged({"step": self.step, "loss": 0.5})
                 if self.step == self.checkpoint_at:
                     yield ev.CheckpointSaved(self.step, f"{self.run_dir}/checkpoints/step_{self.step:08d}.pt", 10)
                 self.control.run_pending()
+                yield from self._serve_requests()
             yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)
         finally:
             self.closed = True
+
+    def _serve_requests(self) -> Iterator[Any]:
+        requests = self.control.take_requests()
+        if PREVIEW in requests:
+            frames = np.zeros((1, 1, 4, 4, 3), np.uint8)
+            yield ev.PreviewReady(self.step, (0,), frames, frames, frames[0, 0], f"{self.run_dir}/preview.png")
+        if CHECKPOINT in requests:
+            yield ev.CheckpointSaved(self.step, f"{self.run_dir}/checkpoints/step_{self.step:08d}.pt", 10)
 
     def snapshot(self) -> Future[Any]:
         return self.control.submit(lambda: ("copy at", self.step))

@@ -46,13 +46,20 @@ def test_refused_transitions(state: RunState, action: str) -> None:
 
 
 def test_buttons_follow_state() -> None:
-    assert buttons_for(S.IDLE) == {"start": True, "pause": False, "resume": False, "stop": False, "continue": True}
+    no_requests = {"preview": False, "checkpoint": False}
+    serving = {"preview": True, "checkpoint": True}
+    assert buttons_for(S.IDLE) == {"start": True, "pause": False, "resume": False, "stop": False, "continue": True,
+                                   **no_requests}
     assert buttons_for(S.IDLE, can_start=False)["start"] is False
     assert buttons_for(S.FINISHED, can_continue=False)["continue"] is False
-    assert buttons_for(S.RUNNING) == {"start": False, "pause": True, "resume": False, "stop": True, "continue": False}
-    assert buttons_for(S.PAUSING) == {"start": False, "pause": False, "resume": False, "stop": True, "continue": False}
-    assert buttons_for(S.PAUSED) == {"start": False, "pause": False, "resume": True, "stop": True, "continue": False}
-    assert buttons_for(S.STOPPING) == {"start": False, "pause": False, "resume": False, "stop": False, "continue": False}
+    assert buttons_for(S.RUNNING) == {"start": False, "pause": True, "resume": False, "stop": True, "continue": False,
+                                      **serving}
+    assert buttons_for(S.PAUSING) == {"start": False, "pause": False, "resume": False, "stop": True, "continue": False,
+                                      **no_requests}
+    assert buttons_for(S.PAUSED) == {"start": False, "pause": False, "resume": True, "stop": True, "continue": False,
+                                     **serving}  # Sample now / Checkpoint now work while paused too
+    assert buttons_for(S.STOPPING) == {"start": False, "pause": False, "resume": False, "stop": False, "continue": False,
+                                       **no_requests}
     assert all(s.active for s in (S.STARTING, S.RUNNING, S.PAUSING, S.PAUSED, S.RESUMING, S.STOPPING))
     assert not any(s.active for s in (S.IDLE, S.FINISHED, S.FAILED))
 

@@ -73,11 +73,18 @@ def next_state(state: RunState, action: str) -> RunState | None:
 
 
 def buttons_for(state: RunState, can_start: bool = True, can_continue: bool = True) -> dict[str, bool]:
-    """Which run controls are enabled in ``state`` (start and continue also need the presenter's say-so)."""
+    """Which run controls are enabled in ``state`` (start and continue also need the presenter's say-so).
+
+    Sample now / Checkpoint now work while running and while paused: the session serves them between steps,
+    and a paused session serves them at once and stays paused.
+    """
+    serving = state in (RunState.RUNNING, RunState.PAUSED)
     return {
         "start": state in _ENDED and can_start,
         "pause": state is RunState.RUNNING,
         "resume": state is RunState.PAUSED,
         "stop": state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSING, RunState.PAUSED, RunState.RESUMING),
         "continue": state in _ENDED and can_continue,
+        "preview": serving,
+        "checkpoint": serving,
     }

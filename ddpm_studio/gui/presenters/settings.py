@@ -88,6 +88,14 @@ class SettingsPresenter(QObject):
             self.set_config(dataclasses.replace(self.cfg, schedule=dataclasses.replace(self.cfg.schedule, keep_last=n)),
                             rescan=False)
 
+    def set_values(self, section: str, values: dict[str, Any]) -> None:
+        """Change some fields of one section from elsewhere in the window (the toolbar's time budget, Train on the
+        CPU instead); ignored while a run is active, whose settings these are."""
+        current = getattr(self.cfg, section)
+        if self._read_only or all(getattr(current, k) == v for k, v in values.items()):
+            return
+        self.set_config(dataclasses.replace(self.cfg, **{section: dataclasses.replace(current, **values)}), rescan=False)
+
     def set_run_active(self, active: bool) -> None:
         """While a run is active the settings are the run's: editing them would mislead. The run decodes the folder
         itself, so a scan still checking files stops (its results are cached) and resumes when the run ends."""

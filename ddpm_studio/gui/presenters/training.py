@@ -1,10 +1,13 @@
-"""The training presenter: Start / Pause / Resume / Stop, the progress bar, the loss plot and the trajectory.
+"""The training presenter: Start / Pause / Resume / Stop, Sample now / Checkpoint now, the progress bar, the loss
+plot, the trajectory, and the device self-check's offer to train on the CPU.
 
 It owns the app's one run state: a RunState that moves only on what the worker confirms (see
 run_state.py), and the facts of the live run from its RunStarted event. Every other view derives from
 what it emits (``stateChanged``, ``runStarted``, ``liveModelChanged``, ...); nothing else keeps a copy
 of a run's state. Clicks call the run's RunControl directly (the worker's thread is busy in ``run()``)
-and only *request* a state; the session's own thread-safe methods carry keep-last and model snapshots.
+and only *request* a state (or a preview / checkpoint, which arrive as the usual events); the session's
+own thread-safe methods carry keep-last and model snapshots. Settings are the settings presenter's: the
+toolbar's time budget and "Train on the CPU instead" ask it to change them (``settingsEdited``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from ddpm_studio.gui.presenters import progress_text as text
 from ddpm_studio.gui.presenters.messages import LiveModel, RunHistory, Verdict
+from ddpm_studio.gui.presenters.progress_text import RunPosition
 from ddpm_studio.gui.presenters.run_state import RunState, buttons_for, next_state
 from ddpm_studio.gui.views.protocols import DialogService, LossPlotView, RunControlsView, StatusView, TrajectoryView
 from ddpm_studio.gui.workers import ProgressBatch, TrainWorker, WorkerThread
@@ -46,13 +51,17 @@ class TrainingPresenter(QObject):
     checkpointSaved = Signal(int, object)  # step, the loss at that step (None when unknown)
     runEnded = Signal(object)  # RunFinished / RunFailed / None (stopped while loading), once its thread has ended
     continueRequested = Signal()  # the Continue… button: which run is the runs presenter's business
+    settingsEdited = Signal(str, dict)  # (section, {field: value}) to change: the time budget box, Train on the CPU
+    notified = Signal(object)  # a services.notifications.Notification: the run completed, failed or paused (disk full)
 
     def __init__(self, controls: RunControlsView, plot: LossPlotView, trajectory: TrajectoryView, status: StatusView,
                  dialogs: DialogService, *, runs_dir: Callable[[], Path],
-                 session_factory: Callable[..., Any] = new_session) -> None:
+                 session_factory: Callable[..., Any] = new_session,
+                 notifier_factory: Callable[[], Any] | None = None) -> None:
+        """``notifier_factory`` makes each run's Notifier (its ``observe`` runs on the worker thread)."""
         super().__init__()
         self.controls, self.plot, self.trajectory, self.status, self.dialogs = controls, plot, trajectory, status, dialogs
-        self._runs_dir, self._session_factory = runs_dir, session_factory
+        self._runs_dir, self._session_factory, self._notifier_factory = runs_dir, session_factory, notifier_factory
         self.state = RunState.IDLE
         self.run: ev.RunStarted | None = None  # the current (or last) run's facts, from its RunStarted
         self.step = 0
@@ -64,15 +73,19 @@ class TrainingPresenter(QObject):
         self._worker: TrainWorker | None = None
         self._ended: Any = None
         self._last_loss: float | None = None
+        self._cpu_restart: str | None = None  # after this run's end: start again on the CPU ("" new, else this checkpoint)
+        self._start_on_cpu = False  # a new run waits for the settings (now device cpu) to be checked
         self._requests: dict[str, Callable[[], Any]] = {
             "start": self.start, "pause": self.pause, "resume": self.resume, "stop": self.stop,
-            "continue": self.continueRequested.emit}
+            "continue": self.continueRequested.emit, "preview": self.sample_now, "checkpoint": self.checkpoint_now,
+            "use_cpu": self.train_on_cpu}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.Status: self._on_status, ev.RunStarted: self._on_run_started, ev.PreviewReady: trajectory.add_preview,
             ev.CheckpointSaved: self._on_checkpoint_saved, ev.CheckpointFailed: self._on_checkpoint_failed,
             ev.RunPaused: self._on_paused, ev.RunResumed: self._on_resumed, ev.RunFinished: self._on_finished,
             ev.RunFailed: self._on_failed}
         controls.requested.connect(lambda action: self._requests[action]())
+        controls.budgetEdited.connect(lambda minutes: self.settingsEdited.emit("optim", {"train_minutes": minutes}))
         plot.diverged.connect(lambda step: log.warning("The loss became NaN or infinite at step %d", step))
         self._refresh_controls()
 
@@ -81,6 +94,8 @@ class TrainingPresenter(QObject):
         """The settings changed: what Start would use, and whether it may."""
         self.verdict = verdict
         self._refresh_controls()
+        if self._start_on_cpu:
+            self._start_pending()
 
     def start(self) -> bool:
         """A new run with the current settings; False when they are not valid or a run is active."""
@@ -129,6 +144,30 @@ class TrainingPresenter(QObject):
         if self._control is not None and self._move("stop"):
             self._control.stop()
 
+    def sample_now(self) -> None:
+        """A preview now: made between steps, or at once while paused (the run stays paused); it arrives as a
+        PreviewReady like any other."""
+        if self._control is not None and buttons_for(self.state)["preview"]:
+            self._control.request_preview()
+            self.status.show_message("Preview asked for: it appears in the trajectory in a moment", 5000)
+
+    def checkpoint_now(self) -> None:
+        """A checkpoint now (between steps, or at once while paused); it arrives as a CheckpointSaved."""
+        if self._control is not None and buttons_for(self.state)["checkpoint"]:
+            self._control.request_checkpoint()
+            self.status.show_message("Checkpoint asked for: it is saved between two steps", 5000)
+
+    def train_on_cpu(self) -> None:
+        """The device failed its self-check: stop this run and start it again on the CPU, with Device: cpu in the
+        settings. A new run starts over; a continued run continues from the checkpoint it began at, not from one
+        written on the faulty device since."""
+        if self.run is None or not self.state.active:
+            return
+        self._cpu_restart = self.run.resumed_from or ""
+        self.controls.show_device_warning("")
+        log.warning("Stopping the run on %s to train on the CPU instead", self.run.device)
+        self.stop()
+
     def set_keep_last(self, n: int) -> None:
         """Keep-last for the running run (the session applies it at its next save)."""
         session = self._worker.session if self._worker is not None else None
@@ -141,7 +180,8 @@ class TrainingPresenter(QObject):
         self.trajectory.clear()
         for step, image in history.previews:
             self.trajectory.add_image(step, image)
-        self.controls.set_progress(history.step, history.total_steps)
+        position = RunPosition(history.step, history.total_steps)
+        self._show(position.where(), position)
 
     def is_running(self) -> bool:
         """True from Start until the GUI thread has handled the worker thread's end (not just until it ended)."""
@@ -161,6 +201,7 @@ class TrainingPresenter(QObject):
         is in, its end not yet): its end would be taken for the new run's, leaving the new thread untracked."""
         if self._thread is not None or not self._move("start"):
             return False
+        self._start_on_cpu = False
         control = self._control = RunControl()
         runs_dir, make = self._runs_dir(), self._session_factory
 
@@ -171,9 +212,11 @@ class TrainingPresenter(QObject):
             self.plot.clear()
             self.trajectory.clear()
         self.run, self.step, self.last_progress, self._ended, self._last_loss = None, 0, None, None, None
-        self._worker = TrainWorker(factory)
+        self.controls.show_device_warning("")
+        self._worker = TrainWorker(factory, notifier=self._notifier_factory() if self._notifier_factory else None)
         self._worker.progress.connect(self._on_progress)
         self._worker.event.connect(self._on_event)
+        self._worker.notified.connect(self.notified)
         self._thread = WorkerThread(self._worker, self)
         self._thread.done.connect(self._on_thread_done)
         self.controls.set_message("Starting: loading PyTorch and the images…")
@@ -190,7 +233,7 @@ class TrainingPresenter(QObject):
             was_active = self.state.active
             self.state = new
             self._refresh_controls()
-            self.status.show_message(new.label, 5000)
+            self.status.show_message(self._label(), 5000)
             if was_active and not new.active:
                 self.liveModelChanged.emit(None)
             self.stateChanged.emit(new)
@@ -203,7 +246,23 @@ class TrainingPresenter(QObject):
         reason = ""
         if not self.state.active and not self.verdict.ok and self.verdict.reasons:
             reason = self.verdict.reasons[0]
-        self.controls.show_state(self.state.label, enabled, reason)
+        self.controls.show_state(self._label(), enabled, reason)
+        self.controls.set_budget(self.verdict.cfg.optim.train_minutes, not self.state.active)
+
+    def _label(self) -> str:
+        """The state's name; a run that ended on purpose says whether it completed or was stopped."""
+        if self.state is RunState.FINISHED and isinstance(self._ended, ev.RunFinished):
+            return text.ended_label(self._ended.reason)
+        return self.state.label
+
+    def _position(self, step: int | None = None) -> RunPosition:
+        """Where the live run stands: its step and, for a timed run, the training time used of its budget."""
+        used = self.last_progress.train_seconds if self.last_progress is not None else 0.0
+        budget = self.run.time_budget_s if self.run is not None else 0.0
+        return RunPosition(self.step if step is None else step, self.total_steps, used, budget)
+
+    def _show(self, words: str, position: RunPosition) -> None:
+        self.controls.show_progress(position.fraction, words)
 
     # -- confirmations (worker → GUI thread) -----------------------------------------------------------
     def _on_progress(self, batch: ProgressBatch) -> None:
@@ -215,7 +274,8 @@ class TrainingPresenter(QObject):
             p = batch.last
             self.step, self.total_steps, self.last_progress = p.step, p.total_steps, p
             if self.state is not RunState.PAUSED:
-                self.controls.set_progress(p.step, p.total_steps, p.images_per_sec, p.eta_seconds, p.loss)
+                position = self._position()
+                self._show(text.running_text(position, p.loss, p.images_per_sec, p.eta_seconds), position)
 
     def _on_event(self, event: Any) -> None:
         handler = self._handlers.get(type(event))
@@ -229,8 +289,11 @@ class TrainingPresenter(QObject):
         self.run, self.step, self.total_steps = event, event.step, event.total_steps
         if event.resumed_from:
             self.plot.truncate_after(event.step)
-        self.controls.set_progress(event.step, event.total_steps)
+        position = self._position()
+        self._show(text.running_text(position), position)
         self.status.set_device(f"Device: {event.device_reason}")
+        check = event.device_check
+        self.controls.show_device_warning((check.warning or "") if check is not None and check.suggest_cpu else "")
         log.info("Run %s: %s images, %s parameters, %s", Path(event.run_dir).name, f"{event.num_images:,}",
                  f"{event.parameters:,}", event.device_reason)
         for warning in event.warnings:
@@ -253,17 +316,21 @@ class TrainingPresenter(QObject):
     def _on_paused(self, event: ev.RunPaused) -> None:
         self.step = event.step
         self._move("paused")
-        self.controls.set_position(event.step, self.total_steps, f"Paused at step {event.step:,} / {self.total_steps:,}")
+        position = self._position()
+        self._show(text.paused_text(position), position)
 
     def _on_resumed(self, event: ev.RunResumed) -> None:
+        self.step = event.step
         self._move("resumed")
+        position = self._position()  # until the next step's progress: never the stale "Paused at"
+        self._show(text.resumed_text(position), position)
 
     def _on_finished(self, event: ev.RunFinished) -> None:
         self._ended, self.step = event, event.step
         self._move("finished")
-        log.info("Run %s at step %s", event.reason, f"{event.step:,}")
-        self.controls.set_position(event.step, self.total_steps,
-                                   f"Run {event.reason} at step {event.step:,} / {self.total_steps:,}")
+        position = self._position()
+        log.info("%s", text.ended_text(position, event.reason))
+        self._show(text.ended_text(position, event.reason), position)
 
     def _on_failed(self, event: ev.RunFailed) -> None:
         self._ended = event
@@ -282,5 +349,28 @@ class TrainingPresenter(QObject):
         self._thread = None
         self._worker = None
         self._control = None
+        self.controls.show_device_warning("")
         self._refresh_controls()
         self.runEnded.emit(ended)
+        self._restart_on_cpu()
+
+    def _restart_on_cpu(self) -> None:
+        """After "Train on the CPU instead": the settings get Device: cpu, then the run starts again with them."""
+        restart, self._cpu_restart = self._cpu_restart, None
+        if restart is None:
+            return
+        self.settingsEdited.emit("optim", {"device": "cpu"})
+        if restart and not Path(restart).is_file():
+            self.dialogs.show_error("Cannot train on the CPU", f"The checkpoint this run continued from is gone: {restart}"
+                                    "\n\nContinue the run from the Runs panel, or start a new one.")
+        elif restart:
+            self.resume_from(restart)
+        else:
+            self._start_on_cpu = True
+            self.controls.set_message("Starting again on the CPU once the settings are checked…")
+            self._start_pending()
+
+    def _start_pending(self) -> None:
+        """Start the run that waits to train on the CPU, once the settings say device cpu and may be used."""
+        if self.verdict.ok and self.verdict.cfg.optim.device == "cpu" and self.start():
+            log.info("Training again, on the CPU")

@@ -135,10 +135,11 @@ class MainWindow(QMainWindow):
         add(file_menu, "load_config", "&Load settings…", "Ctrl+L")
         add(file_menu, "save_config", "&Save settings…", "Ctrl+S")
         add(file_menu, "runs_dir", "Change runs &folder…")
+        add(file_menu, "notifications", "&Notifications…")
         file_menu.addSeparator()
         add(file_menu, "quit", "&Quit", "Ctrl+Q")
         run_menu = bar.addMenu("&Run")
-        for name in ("start", "pause", "resume", "stop", "continue"):
+        for name in ("start", "pause", "resume", "stop", "continue", "preview", "checkpoint"):
             run_menu.addAction(self.run_controls.action(name))
         run_menu.addSeparator()
         add(run_menu, "generate", "&Generate images", "Ctrl+G")

@@ -59,19 +59,25 @@ class DialogService(Protocol):
 
 # -- training: toolbar, loss plot, trajectory, status bar ---------------------------------------------------
 class RunControlsView(Protocol):
-    requested = Signal(str)  # start, pause, resume, stop or continue: a button, a menu item or its shortcut
+    # start, pause, resume, stop, continue, preview (Sample now), checkpoint (Checkpoint now): a button, a menu item
+    # or its shortcut; use_cpu: the device warning's "Train on the CPU instead"
+    requested = Signal(str)
+    budgetEdited = Signal(float)  # the "Train for" box: minutes, 0 = until Total steps
 
     def show_state(self, label: str, enabled: Mapping[str, bool], reason: str = "") -> None:
-        """Enable exactly the actions in ``enabled`` (start, pause, resume, stop, continue); say why Start is off."""
+        """Enable exactly the actions in ``enabled`` (the names ``requested`` carries); say why Start is off."""
 
-    def set_progress(self, step: int, total: int, images_per_sec: float | None = None, eta: float | None = None,
-                     loss: float | None = None) -> None: ...
+    def show_progress(self, fraction: float, text: str) -> None:
+        """The bar ``fraction`` (0-1) full, with ``text`` (where the run stands: running, paused, ended)."""
 
     def set_message(self, text: str, done: int = 0, total: int = 0) -> None:
         """A phase message on the progress bar ("Loading images 340 / 1000"), or where the run stands."""
 
-    def set_position(self, step: int, total: int, text: str) -> None:
-        """The bar at ``step`` of ``total`` with ``text`` (paused, finished)."""
+    def set_budget(self, minutes: float, editable: bool) -> None:
+        """The time budget the settings hold (0 = until Total steps); not editable while a run is active."""
+
+    def show_device_warning(self, text: str) -> None:
+        """The accelerator self-check's warning, offering the CPU ("" hides it)."""
 
 
 class LossPlotView(Protocol):
@@ -87,6 +93,14 @@ class TrajectoryView(Protocol):
     def add_preview(self, preview: Any) -> None: ...
     def add_image(self, step: int, image: np.ndarray) -> None: ...
     def clear(self) -> None: ...
+
+
+class NotificationsView(Protocol):
+    def notify(self, title: str, text: str) -> None:
+        """A desktop notification where the system has a tray to show it; nothing (and no error) otherwise."""
+
+    def ask_webhook_url(self, url: str, error: str = "") -> str | None:
+        """The webhook URL edited by the user ("" = none), or None when cancelled; ``error`` says why it is asked again."""
 
 
 class StatusView(Protocol):
