@@ -68,10 +68,10 @@ class Studio(QObject):
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(2000)
         self._memory_timer.timeout.connect(self._update_memory)
-        self._runs_timer = QTimer(self)
-        self._runs_timer.setInterval(RUNS_REFRESH_MS)
-        self._runs_timer.timeout.connect(self.runs.refresh_runs)
-        self.training.stateChanged.connect(lambda state: self._runs_timer.start() if state.active else self._runs_timer.stop())
+        self.runs_timer = QTimer(self)
+        self.runs_timer.setInterval(RUNS_REFRESH_MS)
+        self.runs_timer.timeout.connect(self.runs.refresh_runs)
+        self.training.stateChanged.connect(lambda state: self.runs_timer.start() if state.active else self.runs_timer.stop())
         self.restore()
 
     def _wire(self) -> None:
@@ -219,7 +219,7 @@ class Studio(QObject):
     def shutdown(self) -> None:
         """aboutToQuit: whatever happened, leave no thread running (and no timer touching a closed window)."""
         self._memory_timer.stop()
-        self._runs_timer.stop()
+        self.runs_timer.stop()
         self.training.shutdown()
         self.generate.shutdown()
         self.w.dataset_panel.thumbs_model.stop()
