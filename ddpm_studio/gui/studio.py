@@ -65,10 +65,13 @@ class Studio(QObject):
         self._wire()
         self._menus()
         w.close_handler = self.can_close
-        self._memory_timer = QTimer(self)
+        # The timers touch the window's views: they are its children, so they die with it (a window closed before
+        # its first paint still gets after_show, which starts them; a timer of the Studio would then fire on deleted
+        # labels).
+        self._memory_timer = QTimer(w)
         self._memory_timer.setInterval(2000)
         self._memory_timer.timeout.connect(self._update_memory)
-        self.runs_timer = QTimer(self)
+        self.runs_timer = QTimer(w)
         self.runs_timer.setInterval(RUNS_REFRESH_MS)
         self.runs_timer.timeout.connect(self.runs.refresh_runs)
         self.training.stateChanged.connect(lambda state: self.runs_timer.start() if state.active else self.runs_timer.stop())

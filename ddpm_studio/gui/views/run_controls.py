@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QResizeEvent
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from ddpm_studio.gui.views.elided_label import ElidedLabel
 
 BAR_STEPS = 1000  # the bar's resolution: it shows a fraction, of steps or of the time budget
+COMPACT_BELOW = 1180  # px: a narrower toolbar shows the buttons' icons only (names in their tooltips and the Run menu)
 
 
 class RunControls(QWidget):
@@ -38,6 +39,7 @@ class RunControls(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.actions_by_name: dict[str, QAction] = {}
+        self.buttons: dict[str, QToolButton] = {}
         rows = QVBoxLayout(self)
         rows.setContentsMargins(0, 0, 0, 0)
         rows.setSpacing(0)
@@ -71,6 +73,7 @@ class RunControls(QWidget):
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
             layout.addWidget(button)
             self.actions_by_name[name] = action
+            self.buttons[name] = button
         layout.addWidget(QLabel("Train for"))
         self.budget = QDoubleSpinBox()
         self.budget.setObjectName("train_minutes")
@@ -78,6 +81,7 @@ class RunControls(QWidget):
         self.budget.setDecimals(2)
         self.budget.setSuffix(" min")
         self.budget.setSpecialValueText("all steps")  # 0: no time budget, train for Total steps
+        self.budget.setMaximumWidth(self.budget.fontMetrics().horizontalAdvance("9999.99 min") + 30)
         self.budget.setToolTip("Train for this many minutes (pauses do not count), with the learning-rate decay fitted "
                                "to it; or, at 0, for Total steps (Settings). With both, the run ends at whichever comes "
                                "first.")
@@ -114,6 +118,14 @@ class RunControls(QWidget):
         rows.addWidget(self.warning_bar)
         self.warning_bar.hide()
         self.show_state("Idle", {}, "Checking settings…")
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Narrow windows keep room for the progress bar and Start's reason: the buttons drop their names."""
+        super().resizeEvent(event)
+        compact = event.size().width() < COMPACT_BELOW
+        style = Qt.ToolButtonStyle.ToolButtonIconOnly if compact else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        for button in self.buttons.values():
+            button.setToolButtonStyle(style)
 
     def action(self, name: str) -> QAction:
         return self.actions_by_name[name]
