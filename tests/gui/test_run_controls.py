@@ -17,6 +17,7 @@ def test_the_bar_is_the_share_of_steps_or_of_the_time_budget_whichever_ends_firs
     assert RunPosition(153, 20_000).where() == "step 153 / 20,000"
     assert RunPosition(153, 20_000, 754.0, 600.0).where() == "10:00 of 10:00 min · step 153"  # never past the budget
     assert RunPosition(153, 20_000, 192.0, 600.0).where() == "3:12 of 10:00 min · step 153"
+    assert RunPosition(153, 20_000, 3723.0, 7200.0).where() == "1:02:03 of 2:00:00 · step 153"
 
 
 def test_the_words_for_each_moment_of_a_run() -> None:

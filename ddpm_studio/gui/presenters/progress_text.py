@@ -32,11 +32,15 @@ class RunPosition:
         by_time = self.train_seconds / self.budget_s if self.timed else 0.0
         return max(0.0, min(1.0, max(by_steps, by_time)))
 
+    def time_used(self) -> str:
+        """"3:12 of 10:00 min" ("1:02:03 of 2:00:00" past an hour); never more than the budget."""
+        used, budget = format_duration(min(self.train_seconds, self.budget_s)), format_duration(self.budget_s)
+        return f"{used} of {budget}" + (" min" if self.budget_s < 3600 else "")
+
     def where(self) -> str:
         """"step 1,234 / 20,000", or for a timed run "3:12 of 10:00 min · step 1,234"."""
         if self.timed:
-            used = format_duration(min(self.train_seconds, self.budget_s))
-            return f"{used} of {format_duration(self.budget_s)} min · step {self.step:,}"
+            return f"{self.time_used()} · step {self.step:,}"
         return f"step {self.step:,} / {self.total_steps:,}"
 
 
@@ -68,9 +72,5 @@ def ended_label(reason: str) -> str:
 def ended_text(pos: RunPosition, reason: str) -> str:
     """"Stopped at step 153 of 20,000", "Completed at step 20,000 of 20,000", or with a time budget
     "Stopped at 4:12 of 10:00 min (step 153)"."""
-    if pos.timed:
-        used = format_duration(min(pos.train_seconds, pos.budget_s))
-        where = f"{used} of {format_duration(pos.budget_s)} min (step {pos.step:,})"
-    else:
-        where = f"step {pos.step:,} of {pos.total_steps:,}"
+    where = f"{pos.time_used()} (step {pos.step:,})" if pos.timed else f"step {pos.step:,} of {pos.total_steps:,}"
     return f"{ended_label(reason)} at {where}"
