@@ -156,3 +156,13 @@ def test_a_tray_message_only_where_the_system_has_a_tray(qtbot, monkeypatch: pyt
     assert len(FakeTray.made) == 1  # one icon, made at the first message
     assert FakeTray.made[0].messages == [("cats: completed", "Run cats completed at step 5."),
                                          ("dogs: failed", "Run dogs failed.")]
+
+
+def test_quitting_gives_the_last_webhook_post_a_moment(qtbot, tmp_path: Path) -> None:
+    notifier = MagicMock(spec=Notifier)
+    notifier.observe.return_value = None
+    p = presenter(tmp_path, lambda: notifier, steps=3)
+    assert p.start()
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=WAIT)
+    assert p.shutdown()
+    notifier.close.assert_called_once()

@@ -32,6 +32,7 @@ from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.runs import CHECKPOINT_RE
 
 log = logging.getLogger("ddpm_studio.gui")
+NOTIFIER_FLUSH_S = 3.0  # at quit: how long the last notification's webhook POST may still take
 
 
 def new_session(cfg: config_mod.RunConfig | None, *, runs_dir: str | Path, resume_from: str | None, control: RunControl,
@@ -73,6 +74,7 @@ class TrainingPresenter(QObject):
         self._worker: TrainWorker | None = None
         self._ended: Any = None
         self._last_loss: float | None = None
+        self._notifier: Any = None  # the last run's Notifier (its webhook POSTs run on threads of their own)
         self._cpu_restart: str | None = None  # after this run's end: start again on the CPU ("" new, else this checkpoint)
         self._start_on_cpu = False  # a new run waits for the settings (now device cpu) to be checked
         self._requests: dict[str, Callable[[], Any]] = {
@@ -188,12 +190,16 @@ class TrainingPresenter(QObject):
         return self._thread is not None
 
     def shutdown(self, timeout_ms: int = 120_000) -> bool:
-        """Stop (a checkpoint is written) and wait for the thread; for quitting. True when it ended."""
+        """Stop (a checkpoint is written) and wait for the thread; for quitting. True when it ended. The last run's
+        webhook POST, if one is still on its way, gets a moment (its threads are daemons: quitting would cut it)."""
         if self._control is not None:
             self._control.stop()
+        ended = True
         if self._thread is not None and self._thread.is_running():
-            return self._thread.wait(timeout_ms)
-        return True
+            ended = self._thread.wait(timeout_ms)
+        if ended and self._notifier is not None:
+            self._notifier.close(NOTIFIER_FLUSH_S)
+        return ended
 
     def _launch(self, cfg: config_mod.RunConfig | None, resume_from: str | None, overrides: dict[str, Any] | None,
                 continue_plot: bool) -> bool:
@@ -213,7 +219,8 @@ class TrainingPresenter(QObject):
             self.trajectory.clear()
         self.run, self.step, self.last_progress, self._ended, self._last_loss = None, 0, None, None, None
         self.controls.show_device_warning("")
-        self._worker = TrainWorker(factory, notifier=self._notifier_factory() if self._notifier_factory else None)
+        self._notifier = self._notifier_factory() if self._notifier_factory else None
+        self._worker = TrainWorker(factory, notifier=self._notifier)
         self._worker.progress.connect(self._on_progress)
         self._worker.event.connect(self._on_event)
         self._worker.notified.connect(self.notified)
