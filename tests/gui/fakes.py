@@ -95,10 +95,11 @@ class FakeTrainingSession:
 
     def __init__(self, control: RunControl, steps: int = 2000, fail_at: int | None = None,
                  gate: threading.Event | None = None, run_dir: str = "/tmp/no-such-run", checkpoint_at: int = 0,
-                 started: dict[str, Any] | None = None, seconds_per_step: float = 0.0) -> None:
+                 started: dict[str, Any] | None = None, seconds_per_step: float = 0.0, disk_full_at: int = 0) -> None:
         self.control, self.total, self.fail_at, self.gate = control, steps, fail_at, gate
         self.run_dir, self.checkpoint_at = run_dir, checkpoint_at
         self.started, self.seconds_per_step = dict(started or {}), seconds_per_step
+        self.disk_full_at = disk_full_at  # the save at this step fails and the run pauses, as TrainingSession does
         self.step = 0
         self.closed = False
         self.keep_last: list[int] = []
@@ -129,6 +130,9 @@ class FakeTrainingSession:
                     yield ev.MetricsLogged({"step": self.step, "loss": 0.5})
                 if self.step == self.checkpoint_at:
                     yield ev.CheckpointSaved(self.step, f"{self.run_dir}/checkpoints/step_{self.step:08d}.pt", 10)
+                if self.step == self.disk_full_at:
+                    yield ev.CheckpointFailed(self.step, "Disk full: the checkpoint was not written")
+                    self.control.pause()
                 self.control.run_pending()
                 yield from self._serve_requests()
             yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)

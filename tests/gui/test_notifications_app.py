@@ -166,3 +166,15 @@ def test_quitting_gives_the_last_webhook_post_a_moment(qtbot, tmp_path: Path) ->
     qtbot.waitUntil(lambda: not p.is_running(), timeout=WAIT)
     assert p.shutdown()
     notifier.close.assert_called_once()
+
+
+def test_a_run_paused_by_a_full_disk_notifies(qtbot, tmp_path: Path) -> None:
+    notes: list[Notification] = []
+    p = presenter(tmp_path, Notifier, steps=10**9, disk_full_at=4)
+    p.notified.connect(notes.append)
+    assert p.start()
+    qtbot.waitUntil(lambda: bool(notes), timeout=WAIT)
+    assert notes[0].state == "paused" and "Disk full" in notes[0].message and notes[0].step == 4
+    p.stop()
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=WAIT)
+    assert [n.state for n in notes] == ["paused"]
