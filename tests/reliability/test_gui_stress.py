@@ -1,5 +1,6 @@
-"""GUI under stress: a seeded random driver presses Start / Pause / Resume / Stop / Continue / Generate / Cancel / close
-a few hundred times on the real window training a tiny model, with random pauses between clicks.
+"""GUI under stress: a seeded random driver presses Start / Pause / Resume / Stop / Continue / Sample now / Checkpoint
+now / Generate / Cancel / close a few hundred times on the real window training a tiny model, with random pauses
+between clicks.
 
 Some clicks go through the toolbar actions (disabled ones do nothing, as for a user); others call the
 presenters directly, as a double click or a keyboard shortcut racing a state change would. After every
@@ -41,7 +42,7 @@ SETTLE_MS = 90_000  # waiting longer than this for threads to end is a deadlock
 WEIGHTS = {
     "start": 14, "start_direct": 3, "pause": 10, "resume": 10, "stop": 8, "toggle_pause": 4, "pause_direct": 3,
     "resume_direct": 3, "stop_direct": 3, "continue": 4, "generate": 10, "cancel_generate": 4, "close": 4,
-    "wait": 10,
+    "wait": 10, "preview": 4, "checkpoint": 4,  # Sample now / Checkpoint now
 }
 #: Error dialogs a user can legitimately get from such clicking (anything else fails the test).
 ALLOWED_ERRORS = {"No model", "No live model", "Cannot continue"}
@@ -79,10 +80,10 @@ def _check_buttons(studio: Any) -> None:
 
     tc = studio.training
     controls = studio.w.run_controls
-    assert controls.state_label.text() == tc.state.label
+    assert controls.state_label.text() == tc.label  # (a finished run's says Completed or Stopped)
     ended = not tc.is_running()
     expected = buttons_for(tc.state, tc.verdict.ok and ended, ended)
-    for name in ("start", "pause", "resume", "stop", "continue"):
+    for name in ("start", "pause", "resume", "stop", "continue", "preview", "checkpoint"):
         assert controls.action(name).isEnabled() == expected[name], (name, tc.state)
     if tc.state.active:
         assert tc.is_running(), f"{tc.state} without a worker thread"
@@ -139,7 +140,7 @@ def test_random_clicks_never_deadlock_crash_or_leak_threads(app_handle, dialogs,
             w.run_controls.action("start").trigger()
         elif action == "start_direct":
             tc.start()
-        elif action in ("pause", "resume", "stop"):
+        elif action in ("pause", "resume", "stop", "preview", "checkpoint"):
             w.run_controls.action(action).trigger()
         elif action == "toggle_pause":
             tc.toggle_pause()

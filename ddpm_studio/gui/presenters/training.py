@@ -240,7 +240,7 @@ class TrainingPresenter(QObject):
             was_active = self.state.active
             self.state = new
             self._refresh_controls()
-            self.status.show_message(self._label(), 5000)
+            self.status.show_message(self.label, 5000)
             if was_active and not new.active:
                 self.liveModelChanged.emit(None)
             self.stateChanged.emit(new)
@@ -253,11 +253,13 @@ class TrainingPresenter(QObject):
         reason = ""
         if not self.state.active and not self.verdict.ok and self.verdict.reasons:
             reason = self.verdict.reasons[0]
-        self.controls.show_state(self._label(), enabled, reason)
+        self.controls.show_state(self.label, enabled, reason)
         self.controls.set_budget(self.verdict.cfg.optim.train_minutes, not self.state.active)
 
-    def _label(self) -> str:
-        """The state's name; a run that ended on purpose says whether it completed or was stopped."""
+    @property
+    def label(self) -> str:
+        """The state's name as the toolbar shows it; a run that ended on purpose says whether it completed or was
+        stopped."""
         if self.state is RunState.FINISHED and isinstance(self._ended, ev.RunFinished):
             return text.ended_label(self._ended.reason)
         return self.state.label
