@@ -12,6 +12,7 @@ toolbar's time budget and "Train on the CPU instead" ask it to change them (``se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +77,6 @@ class TrainingPresenter(QObject):
         self._last_loss: float | None = None
         self._notifier: Any = None  # the last run's Notifier (its webhook POSTs run on threads of their own)
         self._cpu_restart: str | None = None  # after this run's end: start again on the CPU ("" new, else this checkpoint)
-        self._start_on_cpu = False  # a new run waits for the settings (now device cpu) to be checked
         self._requests: dict[str, Callable[[], Any]] = {
             "start": self.start, "pause": self.pause, "resume": self.resume, "stop": self.stop,
             "continue": self.continueRequested.emit, "preview": self.sample_now, "checkpoint": self.checkpoint_now,
@@ -96,8 +96,6 @@ class TrainingPresenter(QObject):
         """The settings changed: what Start would use, and whether it may."""
         self.verdict = verdict
         self._refresh_controls()
-        if self._start_on_cpu:
-            self._start_pending()
 
     def start(self) -> bool:
         """A new run with the current settings; False when they are not valid or a run is active."""
@@ -207,7 +205,6 @@ class TrainingPresenter(QObject):
         is in, its end not yet): its end would be taken for the new run's, leaving the new thread untracked."""
         if self._thread is not None or not self._move("start"):
             return False
-        self._start_on_cpu = False
         control = self._control = RunControl()
         runs_dir, make = self._runs_dir(), self._session_factory
 
@@ -264,11 +261,11 @@ class TrainingPresenter(QObject):
             return text.ended_label(self._ended.reason)
         return self.state.label
 
-    def _position(self, step: int | None = None) -> RunPosition:
+    def _position(self) -> RunPosition:
         """Where the live run stands: its step and, for a timed run, the training time used of its budget."""
         used = self.last_progress.train_seconds if self.last_progress is not None else 0.0
         budget = self.run.time_budget_s if self.run is not None else 0.0
-        return RunPosition(self.step if step is None else step, self.total_steps, used, budget)
+        return RunPosition(self.step, self.total_steps, used, budget)
 
     def _show(self, words: str, position: RunPosition) -> None:
         self.controls.show_progress(position.fraction, words)
@@ -364,7 +361,7 @@ class TrainingPresenter(QObject):
         self._restart_on_cpu()
 
     def _restart_on_cpu(self) -> None:
-        """After "Train on the CPU instead": the settings get Device: cpu, then the run starts again with them."""
+        """After "Train on the CPU instead": the settings get Device: cpu, and the run starts again with it."""
         restart, self._cpu_restart = self._cpu_restart, None
         if restart is None:
             return
@@ -374,12 +371,7 @@ class TrainingPresenter(QObject):
                                     "\n\nContinue the run from the Runs panel, or start a new one.")
         elif restart:
             self.resume_from(restart)
-        else:
-            self._start_on_cpu = True
-            self.controls.set_message("Starting again on the CPU once the settings are checked…")
-            self._start_pending()
-
-    def _start_pending(self) -> None:
-        """Start the run that waits to train on the CPU, once the settings say device cpu and may be used."""
-        if self.verdict.ok and self.verdict.cfg.optim.device == "cpu" and self.start():
-            log.info("Training again, on the CPU")
+        else:  # the settings the run started with (locked while it ran), on the CPU; the scan need not finish again
+            cfg = self.verdict.cfg
+            self._launch(dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, device="cpu")), None, None,
+                         continue_plot=False)
