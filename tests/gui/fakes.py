@@ -134,7 +134,8 @@ class FakeTrainingSession:
                     yield ev.CheckpointFailed(self.step, "Disk full: the checkpoint was not written")
                     self.control.pause()
                 self.control.run_pending()
-                yield from self._serve_requests()
+                if self.control.has_requests:  # (a lock-free look: no lock taken per step when none is asked for)
+                    yield from self._serve_requests()
             yield ev.RunFinished(self.step, "stopped" if self.step < self.total else "completed", None)
         finally:
             self.closed = True
