@@ -436,6 +436,8 @@ def item_refused_step(case: TrainCase, device: str, sizes: Sizes, runs: Path) ->
     real, calls = objectives.per_sample_loss, {"n": 0}
 
     def poisoned(pred: Any, target: Any, loss_type: str = "mse") -> Any:
+        if not torch.is_grad_enabled():  # a checkpoint's or preview's validation loss, not a training step
+            return real(pred, target, loss_type)
         calls["n"] += 1
         out = real(pred, target, loss_type)
         return out * float("nan") if calls["n"] == 5 else out

@@ -29,6 +29,8 @@ def run_self_test(out: Path | None = None) -> int:
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="ddpm-studio-self-test-"))
     keep = bool(os.environ.get("DDPM_STUDIO_SELF_TEST_KEEP"))
     os.environ["DDPM_STUDIO_RUNS_DIR"] = str(out / "runs")  # the window must not list the user's runs
+    # torch's optimizers import torch._dynamo, which makes its cache folder in the system temp folder: keep it in ours
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(out / "torch-cache"))
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed
     frozen = "bundled (PyInstaller)" if getattr(sys, "frozen", False) else "from source"
     print(f"DDPM Studio {__version__} self-test, {frozen}, Python {sys.version.split()[0]}, in {out}", flush=True)
