@@ -131,8 +131,12 @@ class RunControl:
         return future
 
     def run_pending(self) -> None:
-        """Run the submitted requests (the session calls this between steps)."""
-        while True:
+        """Run the submitted requests (the session calls this between steps).
+
+        Takes the lock only when something was submitted: a session calls this after every event, and a lock
+        taken in a tight loop can starve the GUI thread's pause / resume of it (non-fair locks).
+        """
+        while self._calls:  # a lock-free look (a deque's length is read atomically)
             with self._cond:
                 if not self._calls:
                     return
