@@ -39,7 +39,7 @@ def setup(qtbot, tmp_path: Path) -> dict[str, Any]:
     out: dict[str, list[Any]] = {"opened": [], "resume": [], "checkpoints": [], "keep": [], "generate": []}
     p.runOpened.connect(out["opened"].append)
     p.resumeRequested.connect(out["resume"].append)
-    p.checkpointsChanged.connect(lambda run, found: out["checkpoints"].append((run, found)))
+    p.checkpointsChanged.connect(lambda run, found, best: out["checkpoints"].append((run, found, best)))
     p.keepLastChanged.connect(out["keep"].append)
     p.generateRequested.connect(out["generate"].append)
     return {"p": p, "runs": runs_view, "checkpoints": checkpoints, "dialogs": dialogs, "out": out, "dir": tmp_path / "runs"}
@@ -60,7 +60,8 @@ def test_open_a_run_then_continue_it(setup) -> None:
     assert last(setup["checkpoints"].set_keep_last) == (4,)
     rows, info = last(setup["checkpoints"].set_checkpoints)
     assert [(r.step, r.loss) for r in rows] == [(20, 1 / 20), (40, 1 / 40)] and info.startswith("Run old: 2 checkpoint(s)")
-    assert out["checkpoints"][-1] == (str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))])
+    assert out["checkpoints"][-1] == (str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))],
+                                      None)
 
     emit(setup["runs"].requested, "continue", str(run.path))
     assert out["resume"] == [str(run.checkpoint_path(40))]
@@ -138,3 +139,14 @@ def test_an_interrupted_run_without_a_checkpoint_is_continued_from_step_0(setup)
     p.offer_interrupted()
     assert "starts it again from step 0" in last(dialogs.ask)[1]
     assert [h.run_dir for h in out["opened"]] == [str(run.path)] and out["resume"] == [str(run.path)]
+
+
+def test_the_best_checkpoint_is_marked_with_its_validation_loss_and_offered_to_generate(setup) -> None:
+    p, out = setup["p"], setup["out"]
+    run = make_run(setup["dir"], "scored", steps=(20, 40, 60))
+    run.write_status(**run.scores_record({20: 0.31, 40: 0.29, 60: 0.30}))  # as the Checkpointer records them
+    p.open_run(str(run.path))
+    rows, info = last(setup["checkpoints"].set_checkpoints)
+    assert [(r.step, r.val_loss, r.best) for r in rows] == [(20, 0.31, False), (40, 0.29, True), (60, 0.30, False)]
+    assert info.endswith("★ best: step 40")
+    assert out["checkpoints"][-1][2] == str(run.checkpoint_path(40))  # Generate marks it in its model choice

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,31 @@ LIVE = "live"  # the model choice that stands for the running run's model
 SAVES = ("selected", "all", "grid", "gif")
 FAILED_TITLES = {"generate": "Generation failed", "interpolate": "Interpolation failed", "evaluate": "Evaluation failed"}
 SNAPSHOT_TIMEOUT = 600.0
+EMA_LIVE_REASON = ("The live model samples with the run's own EMA. Choose one of the run's checkpoints to rebuild "
+                   "another EMA length (runs trained with EMA kind \"power\").")
+EMA_FIXED_REASON = ("This checkpoint's run averaged its weights with a fixed EMA, which keeps one average: other EMA "
+                    "lengths can be rebuilt only for runs trained with EMA kind \"power\".")
+EMA_NO_MODEL_REASON = "Choose a model first."
+EMA_READING_REASON = "Reading the checkpoint…"
+EMA_RAW_REASON = "The EMA length applies to the averaged weights: tick Use EMA weights to choose one."
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model offers the form: its classes (None: unknown yet, (): unconditional) and its run's own EMA length
+    when it can rebuild others (a power EMA), else the reason it cannot."""
+
+    classes: tuple[str, ...] | None
+    ema_length: float | None
+    ema_reason: str = ""
+
+
+def read_model_info(source: str) -> ModelInfo:
+    """A checkpoint's (or a run folder's newest one's) classes and own EMA length (file I/O: off the GUI thread)."""
+    from ddpm_studio.services.sampling import checkpoint_class_names, checkpoint_ema_length
+
+    length = checkpoint_ema_length(source)
+    return ModelInfo(checkpoint_class_names(source), length, "" if length is not None else EMA_FIXED_REASON)
 
 
 def new_session(kind: str, model: Any, sample: config_mod.SampleConfig, out_dir: Path, control: RunControl,
@@ -78,6 +104,7 @@ class GeneratePresenter(QObject):
         self.live: LiveModel | None = None
         self.run_dir: str | None = None  # the current run (its checkpoints are offered)
         self.run_checkpoints: list[tuple[int, str]] = []
+        self.best_checkpoint: str | None = None  # the current run's checkpoint with the lowest validation loss
         self.browsed: list[str] = []
         self.kind = "generate"
         self.job_sample: config_mod.SampleConfig | None = None
@@ -86,14 +113,18 @@ class GeneratePresenter(QObject):
         self._control: RunControl | None = None
         self._thread: WorkerThread | None = None
         self._torch_ready = False
-        self._classes: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._models: dict[tuple[str, int], ModelInfo] = {}  # what each model file offers, by (path, mtime)
+        self.model_info = ModelInfo(None, None, EMA_NO_MODEL_REASON)
+        self._result_source = ""  # the model the shown results came from
+        self._resample = False  # the EMA length changed during a generate job: sample again when it ends
         self._reading: set[str] = set()
         self._requests: dict[str, Callable[[], Any]] = {
             "generate": self.generate, "interpolate": self.interpolate, "evaluate": self.evaluate, "cancel": self.cancel,
             "browse": self.browse, **{f"save_{what}": lambda w=what: self.save(w) for what in SAVES}}
         view.requested.connect(lambda action: self._requests[action]())
-        view.sourceChanged.connect(lambda _value: self.refresh_classes())
+        view.sourceChanged.connect(lambda _value: self.refresh_model())
         view.settingsChanged.connect(self._sync_fields)
+        view.emaLengthChanged.connect(self._ema_length_chosen)
         self._show_sources()
 
     # -- the models offered ------------------------------------------------------------------------------
@@ -101,8 +132,9 @@ class GeneratePresenter(QObject):
         self.live = live
         self._show_sources()
 
-    def set_run_checkpoints(self, run_dir: str | None, checkpoints: list[tuple[int, str]]) -> None:
-        self.run_dir, self.run_checkpoints = run_dir, list(checkpoints)
+    def set_run_checkpoints(self, run_dir: str | None, checkpoints: list[tuple[int, str]], best: str | None = None) -> None:
+        """The current run's checkpoints (oldest first) and its best one (lowest validation loss), marked ★ best."""
+        self.run_dir, self.run_checkpoints, self.best_checkpoint = run_dir, list(checkpoints), best
         self._show_sources()
 
     def add_model(self, path: str) -> None:
@@ -125,52 +157,52 @@ class GeneratePresenter(QObject):
             sources.append((f"Live model ({Path(self.run_dir).name}, EMA weights now)", LIVE))  # type: ignore[arg-type]
         if self.run_dir is not None:
             name = Path(self.run_dir).name
-            sources += [(f"{name} · step {step:,}", path) for step, path in reversed(self.run_checkpoints)]
+            sources += [(f"{name} · step {step:,}" + (" · ★ best" if path == self.best_checkpoint else ""), path)
+                        for step, path in reversed(self.run_checkpoints)]
         known = {v for _, v in sources}
         for p in self.browsed:
             if p not in known:
                 sources.append((Path(p).name if Path(p).is_file() else f"{Path(p).name} (newest)", p))
         self.view.set_sources(sources, select)
 
-    # -- the chosen model's classes -----------------------------------------------------------------------
+    # -- what the chosen model offers: its classes and EMA lengths ------------------------------------------------
     def torch_ready(self) -> None:
         self._torch_ready = True
-        self.refresh_classes()
+        self.refresh_model()
 
-    def refresh_classes(self) -> None:
-        """Show the chosen model's classes in the Class field (unknown until read; disabled if unconditional)."""
+    def refresh_model(self) -> None:
+        """Show the chosen model's classes in the Class field and whether it can rebuild other EMA lengths (both
+        unknown until its file is read, in the background, once per file version)."""
         source = self.view.source_value()
-        if not source:
-            self.view.set_model_classes(None)
-            return
-        if source == LIVE:
-            self.view.set_model_classes(self.live.class_names if self.live is not None else None)
+        if not source or source == LIVE:
+            self._show_model(ModelInfo(self.live.class_names if source == LIVE and self.live is not None else None,
+                                       None, EMA_LIVE_REASON if source == LIVE else EMA_NO_MODEL_REASON))
             return
         key = (source, _mtime(source))
-        if key in self._classes:
-            self.view.set_model_classes(self._classes[key])
+        if key in self._models:
+            self._show_model(self._models[key])
             return
-        self.view.set_model_classes(None)
+        self._show_model(ModelInfo(None, None, EMA_READING_REASON))
         if not self._torch_ready or source in self._reading:
             return  # called again once torch is loaded; a read in flight calls again when done
 
-        def read() -> tuple[str, ...]:
-            from ddpm_studio.services.sampling import checkpoint_class_names
-
-            return checkpoint_class_names(source)
-
-        def done(names: tuple[str, ...]) -> None:
+        def done(info: ModelInfo) -> None:
             self._reading.discard(source)
-            self._classes[key] = names
+            self._models[key] = info
             if self.view.source_value() == source:
-                self.refresh_classes()
+                self.refresh_model()
 
         def failed(exc: BaseException) -> None:  # stays "unknown"; generating from it will say what is wrong
             self._reading.discard(source)
-            log.debug("Cannot read the classes of %s: %s", source, exc)
+            log.debug("Cannot read %s: %s", source, exc)
 
         self._reading.add(source)
-        self.tasks.run(read, done, failed, name="ddpm-model-classes")
+        self.tasks.run(lambda: read_model_info(source), done, failed, name="ddpm-model-info")
+
+    def _show_model(self, info: ModelInfo) -> None:
+        self.model_info = info
+        self.view.set_model_classes(info.classes)
+        self._sync_fields()
 
     # -- settings -----------------------------------------------------------------------------------------
     def set_sample_config(self, cfg: config_mod.SampleConfig) -> None:
@@ -178,10 +210,23 @@ class GeneratePresenter(QObject):
         self._sync_fields()
 
     def _sync_fields(self) -> None:
-        """Fields that do not apply are off, saying why (Steps for a sampler that always takes T steps)."""
+        """Fields that do not apply are off, saying why (Steps for a sampler that always takes T steps, EMA length
+        for a model that keeps one average, or when sampling the raw weights)."""
         cfg, _errors = self.view.sample_config()
         reason = steps_reason(cfg.sampler)
         self.view.set_steps_enabled(not reason, reason)
+        info = self.model_info
+        ema_reason = info.ema_reason or ("" if cfg.use_ema else EMA_RAW_REASON)
+        self.view.set_ema_length(None if ema_reason else info.ema_length, ema_reason)
+
+    def _ema_length_chosen(self) -> None:
+        """A new EMA length: sample the shown images again with it (same model and seed, so they compare)."""
+        if self.kind != "generate" or self._result_source != self.view.source_value():
+            return
+        if self.is_running():
+            self._resample = True  # once this job ends
+        elif self.result is not None:
+            self.generate()
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def generate(self) -> bool:
@@ -210,7 +255,7 @@ class GeneratePresenter(QObject):
         # The evaluation protocol's sampler (fixed, so scores compare between checkpoints); class, guidance, EMA,
         # batch and seed from the form.
         overrides = {"num_images": self.view.evaluation_images(), "class_label": cfg.class_label,
-                     "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema,
+                     "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "ema_length": cfg.ema_length,
                      "sample_batch_size": cfg.sample_batch_size, "sample_seed": cfg.sample_seed}
         sample = dataclasses.replace(config_mod.SampleConfig(), **{**config_mod.EVALUATION_SAMPLE_DEFAULTS, **overrides})
         return self._start("evaluate", sample, source, self._output_dir(source, sample, what=outputs.evaluation_tag(sample)))
@@ -243,6 +288,7 @@ class GeneratePresenter(QObject):
     def _start(self, kind: str, sample: config_mod.SampleConfig, source: str, out_dir: Path, extra: Any = None) -> bool:
         self._control = control = RunControl()
         self.kind, self.job_sample, self.result, self.report = kind, sample, None, None
+        self._result_source = source
         live, make = (self.live if source == LIVE else None), self._session_factory
 
         def factory() -> Any:  # on the worker thread: the live model's copy is asked for (and waited for) here
@@ -306,8 +352,11 @@ class GeneratePresenter(QObject):
         cancelled = self._control is not None and self._control.stop_requested
         self._thread = None
         self.view.set_busy(False)
+        resample, self._resample = self._resample, False
         if cancelled:
             self.view.set_message("Cancelled")
+        elif resample and self.result is not None:
+            self.generate()  # the EMA length was changed while these images were made
 
     # -- saving ---------------------------------------------------------------------------------------
     def save(self, what: str) -> Any:

@@ -84,7 +84,8 @@ class RunsPresenter(QObject):
     runOpened = Signal(object)  # RunHistory of a run the user opened
     resumeRequested = Signal(str)  # continue training from this checkpoint
     keepLastChanged = Signal(int)
-    checkpointsChanged = Signal(object, object)  # the current run's folder (str or None), [(step, path)] oldest first
+    # the current run's folder (str or None), [(step, path)] oldest first, the best checkpoint's path (or None)
+    checkpointsChanged = Signal(object, object, object)
     generateRequested = Signal(str)  # load this checkpoint into Generate
 
     def __init__(self, runs_view: RunsListView, checkpoints_view: CheckpointsView, dialogs: DialogService,
@@ -248,18 +249,22 @@ class RunsPresenter(QObject):
         run = self.current_run
         if run is None:
             self.checkpoints_view.set_checkpoints([], "No run yet")
-            self.checkpointsChanged.emit(None, [])
+            self.checkpointsChanged.emit(None, [], None)
             return
         found = run.checkpoints()
         rows = [CheckpointRow(c.step, str(c.path), c.size_bytes, c.modified,
-                              self._losses.get(c.step, loss_at(self._records, c.step))) for c in found]
+                              self._losses.get(c.step, loss_at(self._records, c.step)), c.val_loss, c.best) for c in found]
         try:
             free = human_bytes(shutil.disk_usage(run.path).free)
         except OSError:
             free = "?"
         used = human_bytes(sum(r.size_bytes for r in rows))
-        self.checkpoints_view.set_checkpoints(rows, f"Run {run.name}: {len(rows)} checkpoint(s), {used} · {free} free on disk")
-        self.checkpointsChanged.emit(str(run.path), [(c.step, str(c.path)) for c in found])
+        best = next((c for c in found if c.best), None)
+        best_text = f" · ★ best: step {best.step:,}" if best is not None else ""
+        self.checkpoints_view.set_checkpoints(
+            rows, f"Run {run.name}: {len(rows)} checkpoint(s), {used} · {free} free on disk{best_text}")
+        self.checkpointsChanged.emit(str(run.path), [(c.step, str(c.path)) for c in found],
+                                     None if best is None else str(best.path))
 
     def delete_checkpoint(self, path: str) -> None:
         if self.dialogs.ask("Delete checkpoint", f"Delete {Path(path).name}? This cannot be undone.",

@@ -31,7 +31,13 @@ from PySide6.QtWidgets import (
 )
 
 from ddpm_studio.gui.views.config_form import ConfigForm
-from ddpm_studio.gui.views.generate_tools import UNCONDITIONAL_TIP, ClassChoice, EvaluateBox, InterpolateBox
+from ddpm_studio.gui.views.generate_tools import (
+    UNCONDITIONAL_TIP,
+    ClassChoice,
+    EmaLengthChoice,
+    EvaluateBox,
+    InterpolateBox,
+)
 from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
 
@@ -42,6 +48,7 @@ class GeneratePanel(QWidget):
     requested = Signal(str)  # generate, interpolate, evaluate, cancel, browse, save_selected, save_all, save_grid, save_gif
     sourceChanged = Signal(str)  # the chosen model's value (a checkpoint or run folder path, the live model, or "")
     settingsChanged = Signal()
+    emaLengthChanged = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -67,13 +74,17 @@ class GeneratePanel(QWidget):
         mrow.addWidget(self.browse)
         outer.addWidget(model_box)
         outer.addWidget(split, 1)
-        self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label",))
+        self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label", "ema_length"))
         self.form.edited.connect(self.settingsChanged)
         self.class_choice = ClassChoice()
         self.class_choice.currentIndexChanged.connect(self.settingsChanged)
         guidance_row, _role = self.form.form_layout.getWidgetPosition(self.form.editors["guidance_scale"])
         class_f = next(f for f in dataclasses.fields(config_mod.SampleConfig) if f.name == "class_label")
         self.form.form_layout.insertRow(guidance_row, class_f.metadata["label"], self.class_choice)
+        self.ema_length = EmaLengthChoice()
+        self.ema_length.chosen.connect(self.emaLengthChanged)
+        ema_row, _role = self.form.form_layout.getWidgetPosition(self.form.editors["use_ema"])
+        self.form.form_layout.insertRow(ema_row + 1, "EMA length", self.ema_length)
         self.interpolate_box = InterpolateBox()
         self.interpolate_box.requested.connect(lambda: self.requested.emit("interpolate"))
         self.evaluate_box = EvaluateBox()
@@ -192,7 +203,7 @@ class GeneratePanel(QWidget):
     # -- settings ---------------------------------------------------------------------------------
     def sample_config(self) -> tuple[config_mod.SampleConfig, list[str]]:
         cfg, errors = self.form.read(config_mod.SampleConfig())
-        cfg = dataclasses.replace(cfg, class_label=self.class_choice.value())
+        cfg = dataclasses.replace(cfg, class_label=self.class_choice.value(), ema_length=self.ema_length.value_for_sampling())
         self.form.mark_errors(errors)
         self.error_label.setText("\n".join(errors))
         return cfg, errors
@@ -212,6 +223,13 @@ class GeneratePanel(QWidget):
     def set_steps_enabled(self, enabled: bool, reason: str = "") -> None:
         """The Steps field, off (with ``reason`` as its tooltip) for a sampler that always takes all T steps."""
         self.form.set_field_enabled("steps", enabled, reason)
+
+    def set_ema_length(self, own: float | None, reason: str = "") -> None:
+        self.ema_length.set_own(own, reason)
+        label = self.form.form_layout.labelForField(self.ema_length)
+        if label is not None:
+            label.setEnabled(own is not None)
+            label.setToolTip(self.ema_length.toolTip())
 
     # -- progress and results ---------------------------------------------------------------------
     def set_busy(self, busy: bool) -> None:

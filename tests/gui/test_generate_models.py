@@ -1,0 +1,115 @@
+"""The Generate panel's model choice on real tiny checkpoints: the EMA length control of power-EMA runs (issue 17),
+the best checkpoint marked in Checkpoints and Generate (issue 15), a diffusers folder imported by Browse… and the
+nearest training images of a sample with the copy verdict (issue 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ddpm_studio.gui.presenters.generate import EMA_FIXED_REASON, EMA_LIVE_REASON
+from ddpm_studio.services.config import SampleConfig
+from ddpm_studio.services.runs import RunFolder
+from tests.gui.conftest import tiny_config
+
+WAIT = 60_000
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: Any) -> dict[str, RunFolder]:
+    """Tiny demo runs of 4 steps: one with a power EMA (other lengths can be rebuilt), one with a fixed EMA."""
+    from ddpm_studio.services.control import drive
+    from ddpm_studio.services.training import TrainingSession
+
+    base = tmp_path_factory.mktemp("models")
+    made = {}
+    for name, ema in (("power", {"ema": "power", "ema_length": 0.1}), ("fixed", {"ema": "fixed"})):
+        cfg = tiny_config(data={"source": "demo"}, optim={"total_steps": 4, **ema},
+                          schedule={"preview_every": 0, "checkpoint_every": 2, "keep_last": 5})
+        drive(TrainingSession(cfg, runs_dir=base, run_name=name).steps(), lambda _e: None)
+        made[name] = RunFolder(base / name)
+    return made
+
+
+def choose(studio: Any, path: Path | str) -> None:
+    studio.generate.add_model(str(path))
+    assert studio.w.generate_panel.source_value() == str(path)
+
+
+def generate(studio: Any, qtbot: Any) -> np.ndarray:
+    studio.w.generate_panel.generate_button.click()
+    qtbot.waitUntil(lambda: studio.generate.result is not None and not studio.generate.is_running(), timeout=WAIT)
+    return studio.generate.result.images
+
+
+def new_result(studio: Any, shown: Any) -> bool:
+    result = studio.generate.result
+    return result is not None and result is not shown and not studio.generate.is_running()
+
+
+def test_the_ema_length_control_rebuilds_a_power_ema_and_is_off_with_the_reason_otherwise(
+        app_handle, qtbot, runs, monkeypatch) -> None:
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    control = panel.ema_length
+    panel.set_sample_config(SampleConfig(sampler="ddim", steps=3, num_images=2, sample_batch_size=2))
+
+    choose(studio, runs["fixed"].latest_checkpoint().path)
+    qtbot.waitUntil(lambda: control.toolTip() == EMA_FIXED_REASON, timeout=WAIT)
+    assert not control.isEnabled() and panel.sample_config()[0].ema_length == 0.0
+
+    choose(studio, runs["power"].latest_checkpoint().path)
+    qtbot.waitUntil(control.isEnabled, timeout=WAIT)
+    assert control.value() == pytest.approx(0.1) and (control.minimum(), control.maximum()) == (0.03, 0.25)
+    assert "It starts at the run's own (0.1)" in control.toolTip() and "noisy" in control.toolTip()
+    assert panel.sample_config()[0].ema_length == 0.0  # the run's own: its stored EMA weights, not a rebuild
+    own = generate(studio, qtbot)
+
+    jobs: list[float] = []
+    real = studio.generate._session_factory
+    monkeypatch.setattr(studio.generate, "_session_factory",
+                        lambda kind, model, sample, *rest: (jobs.append(sample.ema_length), real(kind, model, sample, *rest))[1])
+    shown = studio.generate.result
+    control.setValue(0.2)  # as an arrow step does: the same seeds are sampled again with the rebuilt average
+    qtbot.waitUntil(lambda: new_result(studio, shown), timeout=WAIT)
+    assert jobs == [0.2] and studio.generate.result.images.shape == own.shape
+    assert not np.array_equal(studio.generate.result.images, own)  # another average of the weights, other images
+
+    panel.form.editors["use_ema"].setChecked(False)  # the raw weights have no EMA length
+    assert not control.isEnabled() and "tick Use EMA weights" in control.toolTip()
+    panel.form.editors["use_ema"].setChecked(True)
+    assert control.isEnabled()
+
+
+def test_the_live_model_has_no_ema_length_choice(app_handle, qtbot, runs) -> None:
+    from concurrent.futures import Future
+
+    from ddpm_studio.gui.presenters.messages import LiveModel
+
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    run = runs["power"]
+    studio.generate.set_run_checkpoints(str(run.path), [(c.step, str(c.path)) for c in run.checkpoints()])
+    studio.generate.set_live_model(LiveModel(str(run.path), (), lambda: Future()))
+    panel.source.setCurrentIndex(0)
+    assert panel.source_value() == "live"
+    assert not panel.ema_length.isEnabled() and panel.ema_length.toolTip() == EMA_LIVE_REASON
+
+
+def test_the_best_checkpoint_is_marked_in_checkpoints_and_offered_in_generate(app_handle, qtbot, runs, tmp_path: Path) -> None:
+    import shutil
+
+    studio, w = app_handle.studio, app_handle.window
+    run = RunFolder(tmp_path / "scored")
+    shutil.copytree(runs["fixed"].path, run.path)
+    run.write_status(**run.scores_record({2: 0.41, 4: 0.43}))  # as training records them: step 2 is the best
+    studio.runs.open_run(str(run.path))
+    qtbot.waitUntil(lambda: w.checkpoints_panel.table.rowCount() == 2, timeout=WAIT)
+    table = w.checkpoints_panel.table
+    assert [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())][:3] == ["Step", "Loss", "Val. loss"]
+    assert [(table.item(r, 0).text(), table.item(r, 2).text()) for r in range(2)] == [("4", "0.4300"), ("★ best 2", "0.4100")]
+    assert "proxy" in table.horizontalHeaderItem(2).toolTip()
+    combo = w.generate_panel.source
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    assert labels[:2] == ["scored · step 4", "scored · step 2 · ★ best"]
