@@ -113,3 +113,43 @@ def test_the_best_checkpoint_is_marked_in_checkpoints_and_offered_in_generate(ap
     combo = w.generate_panel.source
     labels = [combo.itemText(i) for i in range(combo.count())]
     assert labels[:2] == ["scored · step 4", "scored · step 2 · ★ best"]
+
+
+def test_browse_on_a_diffusers_folder_imports_it_as_a_run_and_a_refusal_says_why(
+        app_handle, dialogs, qtbot, runs, tmp_path: Path) -> None:
+    import json
+
+    from ddpm_studio.services.diffusers_interop import export_diffusers
+
+    studio, w = app_handle.studio, app_handle.window
+    folder = export_diffusers(runs["fixed"].path, tmp_path / "ddpm-tiny").out_dir  # what diffusers' save_pretrained writes
+    dialogs.open_file = str(folder / "model_index.json")
+    w.generate_panel.browse.click()
+    qtbot.waitUntil(lambda: w.generate_panel.source_value().endswith(".pt"), timeout=WAIT)
+    chosen = Path(w.generate_panel.source_value())
+    run = RunFolder(chosen.parent.parent)
+    assert run.path.parent == Path(studio.prefs.runs_dir()) and run.config_path.exists()  # a run like any other
+    assert chosen == run.latest_checkpoint().path and run.read_status()["imported_from"] == str(folder)
+    assert w.generate_panel.progress.format() == f"Imported as run {run.name}" and w.generate_panel.browse.isEnabled()
+    qtbot.waitUntil(lambda: str(run.path) in w.runs_panel.table.paths, timeout=WAIT)
+    assert generate(studio, qtbot).shape[0] == studio.generate.job_sample.num_images  # and it samples
+    assert not dialogs_errors()
+
+    broken = tmp_path / "no-weights"
+    (broken / "unet").mkdir(parents=True)
+    (broken / "scheduler").mkdir()
+    (broken / "unet" / "config.json").write_text((folder / "unet" / "config.json").read_text())
+    (broken / "scheduler" / "scheduler_config.json").write_text((folder / "scheduler" / "scheduler_config.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    dialogs.open_file = str(broken / "model_index.json")
+    w.generate_panel.browse.click()
+    qtbot.waitUntil(lambda: bool(dialogs_errors()), timeout=WAIT)
+    title, text = dialogs_errors()[-1]
+    assert title == "Cannot import the diffusers model" and "holds no weights file" in text
+    assert w.generate_panel.source_value() == str(chosen) and w.generate_panel.browse.isEnabled()
+
+
+def dialogs_errors() -> list[tuple[str, str]]:
+    from ddpm_studio.gui import dialogs as dlg
+
+    return list(dlg.shown_errors)

@@ -33,6 +33,8 @@ log = logging.getLogger("ddpm_studio.gui")
 
 LIVE = "live"  # the model choice that stands for the running run's model
 SAVES = ("selected", "all", "grid", "gif")
+MODEL_FILTERS = ("Models (*.pt model_index.json config.json *.safetensors);;DDPM Studio checkpoints (*.pt);;"
+                 "diffusers models (model_index.json);;All files (*)")
 FAILED_TITLES = {"generate": "Generation failed", "interpolate": "Interpolation failed", "evaluate": "Evaluation failed"}
 SNAPSHOT_TIMEOUT = 600.0
 EMA_LIVE_REASON = ("The live model samples with the run's own EMA. Choose one of the run's checkpoints to rebuild "
@@ -91,10 +93,24 @@ def wait_for(snapshot: concurrent.futures.Future[Any], control: RunControl, time
                 raise RuntimeError("The training run did not hand over its live model in time") from None
 
 
+def import_if_diffusers(path: str, runs_dir: Path) -> Any:
+    """Import ``path`` as a run when it is a diffusers folder or a file in one (its ImportResult), else None (a
+    checkpoint or run folder of ours). Reads files: off the GUI thread."""
+    from ddpm_studio.services.diffusers_interop import import_diffusers, is_diffusers_folder
+
+    chosen = Path(path)
+    if chosen.suffix == ".pt":
+        return None
+    candidates = (chosen,) if chosen.is_dir() else (chosen.parent, chosen.parent.parent)
+    folder = next((c for c in candidates if is_diffusers_folder(c)), None)
+    return None if folder is None else import_diffusers(folder, runs_dir)
+
+
 class GeneratePresenter(QObject):
     """Runs one sampling job at a time; offers the models; saves the results where the user asks."""
 
     revealRequested = Signal()  # show the Generate panel (a model was chosen elsewhere, a job started)
+    runImported = Signal(str)  # a diffusers folder became this run folder (the Runs list shows it)
 
     def __init__(self, view: GenerateView, dialogs: DialogService, prefs: Any, tasks: Any, *,
                  session_factory: Callable[..., Any] = new_session) -> None:
@@ -117,6 +133,7 @@ class GeneratePresenter(QObject):
         self.model_info = ModelInfo(None, None, EMA_NO_MODEL_REASON)
         self._result_source = ""  # the model the shown results came from
         self._resample = False  # the EMA length changed during a generate job: sample again when it ends
+        self._importing = False
         self._reading: set[str] = set()
         self._requests: dict[str, Callable[[], Any]] = {
             "generate": self.generate, "interpolate": self.interpolate, "evaluate": self.evaluate, "cancel": self.cancel,
@@ -145,10 +162,39 @@ class GeneratePresenter(QObject):
         self.revealRequested.emit()
 
     def browse(self) -> None:
-        path = self.dialogs.choose_open_file("Choose a checkpoint", "checkpoint", "Checkpoints (*.pt);;All files (*)",
-                                             hint=str(self.prefs.runs_dir()))
+        path = self.dialogs.choose_open_file("Choose a checkpoint, or a diffusers model's model_index.json", "checkpoint",
+                                             MODEL_FILTERS, hint=str(self.prefs.runs_dir()))
         if path:
-            self.add_model(path)
+            self.open_model(path)
+
+    def open_model(self, path: str) -> None:
+        """Offer a checkpoint or run folder as it is; a diffusers UNet2DModel + DDPMScheduler folder (or a file in it)
+        is first imported as a run, in the background, and its checkpoint offered; a refusal says why."""
+        if self._importing:
+            return
+        runs_dir = self.prefs.runs_dir()
+        self._importing = True
+        self.view.show_task(f"Opening {Path(path).name}…")
+
+        def done(result: Any) -> None:
+            self._importing = False
+            if result is None:
+                self.view.end_task("Ready")
+                self.add_model(path)
+                return
+            for note in result.notes:
+                log.info("Imported %s: %s", result.run_dir.name, note)
+            log.info("Imported the diffusers model %s as run %s (step %s)", path, result.run_dir, f"{result.step:,}")
+            self.view.end_task(f"Imported as run {result.run_dir.name}")
+            self.runImported.emit(str(result.run_dir))
+            self.add_model(str(result.checkpoint))
+
+        def failed(exc: BaseException) -> None:
+            self._importing = False
+            self.view.end_task("Import failed")
+            self.dialogs.show_error("Cannot import the diffusers model", ev.user_message(exc))
+
+        self.tasks.run(lambda: import_if_diffusers(path, runs_dir), done, failed, name="ddpm-import-diffusers")
 
     def _show_sources(self, select: str | None = None) -> None:
         sources: list[tuple[str, str]] = []

@@ -67,7 +67,9 @@ class GeneratePanel(QWidget):
         self.source.setMinimumContentsLength(12)
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.browse = QPushButton("Browse…")
-        self.browse.setToolTip("Choose a checkpoint file (.pt) or a run folder")
+        self.browse.setToolTip("Choose a checkpoint file (.pt), or the model_index.json of a diffusers model folder "
+                               "(a UNet2DModel with a DDPMScheduler, e.g. google/ddpm-cifar10-32), which is imported "
+                               "as a run you can sample from and continue training")
         self.browse.clicked.connect(lambda: self.requested.emit("browse"))
         self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
@@ -263,6 +265,18 @@ class GeneratePanel(QWidget):
             self.live.setPixmap(to_pixmap(self._frame, max(64, min(self.live.width(), self.live.height()) - 8)))
 
     def set_message(self, text: str) -> None:
+        self.progress.setFormat(text)
+
+    def show_task(self, text: str, done: int = 0, total: int = 0) -> None:
+        self.browse.setEnabled(False)
+        self.progress.setRange(0, max(0, total))  # 0, 0: a busy bar
+        self.progress.setValue(done)
+        self.progress.setFormat(text)
+
+    def end_task(self, text: str) -> None:
+        self.browse.setEnabled(self.generate_button.isEnabled())  # (still off while a job runs)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
         self.progress.setFormat(text)
 
     def show_failure(self, title: str, message: str) -> None:
