@@ -153,3 +153,44 @@ def dialogs_errors() -> list[tuple[str, str]]:
     from ddpm_studio.gui import dialogs as dlg
 
     return list(dlg.shown_errors)
+
+
+def test_nearest_training_images_of_a_sample_with_distances_and_the_copy_verdict(
+        app_handle, dialogs, qtbot, runs, monkeypatch) -> None:
+    """A sample planted as an exact copy of a training image is called a copy, at distance 0 from it; a generated
+    sample of a 4-step model is not; a run whose training folder is gone says so."""
+    from ddpm_studio.core.demo_data import demo_image_set
+
+    studio, panel = app_handle.studio, app_handle.window.generate_panel
+    panel.set_sample_config(SampleConfig(sampler="ddim", steps=3, num_images=3, sample_batch_size=3))
+    choose(studio, runs["fixed"].latest_checkpoint().path)
+    generate(studio, qtbot)
+    training = demo_image_set(image_size=16, channels=3).images
+    studio.generate.result.images[1] = training[7].permute(1, 2, 0).numpy()  # a copy, planted
+    assert not panel.nearest_button.isEnabled()  # nothing selected
+    panel.results.item(1).setSelected(True)
+    panel.nearest_button.click()
+    box = panel.neighbours
+    qtbot.waitUntil(box.isVisible, timeout=WAIT)
+    assert box.images.count() == 5 and box.images.item(0).text() == "sample #2"
+    assert box.images.item(1).text() == "#7 · 0.000"
+    assert box.verdict.text().startswith("Copy: this sample is 0.000 RMS from training image #7")
+    assert f"compared with all {len(training):,} training images" in box.verdict.text()
+    assert panel.progress.format() == "Copy of a training image" and panel.progress.maximum() == 1
+
+    panel.results.clearSelection()
+    panel.results.item(0).setSelected(True)
+    panel.nearest_button.click()
+    qtbot.waitUntil(lambda: box.images.item(0).text() == "sample #1", timeout=WAIT)
+    assert box.verdict.text().startswith("Not a copy: the nearest training image is ")
+    distances = [float(box.images.item(i).text().split("· ")[1].split()[0]) for i in range(1, 5)]
+    assert distances == sorted(distances) and distances[0] > 0.05
+
+    import ddpm_studio.services.nearest as nearest
+
+    gone = tiny_config(data={"source": "folder", "data_path": "/no/such/images"})
+    monkeypatch.setattr(nearest, "run_settings", lambda _source: gone)  # as if trained on a folder since deleted
+    panel.nearest_button.click()
+    qtbot.waitUntil(lambda: bool(dialogs_errors()), timeout=WAIT)
+    title, text = dialogs_errors()[-1]
+    assert title == "Nearest training images" and "/no/such/images, which is not on this computer" in text

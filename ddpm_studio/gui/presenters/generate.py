@@ -133,11 +133,12 @@ class GeneratePresenter(QObject):
         self.model_info = ModelInfo(None, None, EMA_NO_MODEL_REASON)
         self._result_source = ""  # the model the shown results came from
         self._resample = False  # the EMA length changed during a generate job: sample again when it ends
+        self._searching: Any = None  # the nearest-training-images search in flight (its TaskHandle)
         self._importing = False
         self._reading: set[str] = set()
         self._requests: dict[str, Callable[[], Any]] = {
             "generate": self.generate, "interpolate": self.interpolate, "evaluate": self.evaluate, "cancel": self.cancel,
-            "browse": self.browse, **{f"save_{what}": lambda w=what: self.save(w) for what in SAVES}}
+            "browse": self.browse, "nearest": self.nearest, **{f"save_{what}": lambda w=what: self.save(w) for what in SAVES}}
         view.requested.connect(lambda action: self._requests[action]())
         view.sourceChanged.connect(lambda _value: self.refresh_model())
         view.settingsChanged.connect(self._sync_fields)
@@ -403,6 +404,49 @@ class GeneratePresenter(QObject):
             self.view.set_message("Cancelled")
         elif resample and self.result is not None:
             self.generate()  # the EMA length was changed while these images were made
+
+    # -- the memorization check of one sample ---------------------------------------------------------------
+    def nearest(self) -> None:
+        """The selected sample's nearest training images and the copy verdict (found in the background)."""
+        result, picked = self.result, self.view.selected_indices()
+        if result is None or self.kind != "generate" or not picked or self._searching is not None:
+            return
+        index = picked[0]
+        sample = result.images[index]
+        source = self._result_source
+        if source == LIVE:
+            model: str = self.live.run_dir if self.live is not None else ""
+        else:
+            model = str(result.extra.get("checkpoint", source))
+        self.view.show_task("Nearest training images: reading the run's settings…")
+
+        def job(handle: Any) -> Any:
+            from ddpm_studio.services.nearest import nearest_of_sample
+
+            return nearest_of_sample(sample, model, progress=lambda text, done, total: handle.report((text, done, total)),
+                                     cancel=handle.cancelled)
+
+        def progress(report: tuple[str, int, int]) -> None:
+            text, done, total = report
+            self.view.show_task(f"{text} {done:,} / {total:,}" if total else text, done, total)
+
+        def done(found: Any) -> None:
+            self._searching = None
+            if self.result is not result:  # other images are shown now
+                self.view.end_task("Ready")
+                return
+            captions = [f"#{int(i)} · {d:.3f}" + (" (mirrored)" if m else "")
+                        for i, d, m in zip(found.indices, found.distances, found.mirrored, strict=True)]
+            self.view.show_neighbours(index, sample, found.images, captions, found.verdict, found.copy)
+            self.view.end_task("Copy of a training image" if found.copy else "Not a copy")
+            log.info("Sample #%d: %s", index + 1, found.verdict)
+
+        def failed(exc: BaseException) -> None:
+            self._searching = None
+            self.view.end_task("Nearest training images: not available")
+            self.dialogs.show_error("Nearest training images", ev.user_message(exc))
+
+        self._searching = self.tasks.run_reporting(job, progress, done, failed, name="ddpm-nearest")
 
     # -- saving ---------------------------------------------------------------------------------------
     def save(self, what: str) -> Any:

@@ -32,11 +32,13 @@ from PySide6.QtWidgets import (
 
 from ddpm_studio.gui.views.config_form import ConfigForm
 from ddpm_studio.gui.views.generate_tools import (
+    NEAREST_TIP,
     UNCONDITIONAL_TIP,
     ClassChoice,
     EmaLengthChoice,
     EvaluateBox,
     InterpolateBox,
+    NeighboursBox,
 )
 from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
@@ -152,7 +154,16 @@ class GeneratePanel(QWidget):
         self.report.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.report.hide()
         rcol.addWidget(self.report, 2)
+        self.neighbours = NeighboursBox()
+        rcol.addWidget(self.neighbours)
         saves = QHBoxLayout()
+        self.nearest_button = QPushButton("Nearest training images")
+        self.nearest_button.setObjectName("nearest_button")
+        self.nearest_button.setToolTip(NEAREST_TIP)
+        self.nearest_button.clicked.connect(lambda: self.requested.emit("nearest"))
+        self.nearest_button.setEnabled(False)
+        saves.addWidget(self.nearest_button)
+        saves.addStretch(1)
         saves.addWidget(QLabel("Save:"))
         self.save_buttons: dict[str, QPushButton] = {}
         for key, text, tip in (
@@ -240,9 +251,11 @@ class GeneratePanel(QWidget):
         for widget in (self.form, self.interpolate_box, self.evaluate_box, self.source, self.browse):
             widget.setEnabled(not busy)
         if busy:
+            self.nearest_button.setEnabled(False)
             self.error_label.clear()
             self.results.hide()
             self.report.hide()
+            self.neighbours.hide()
             self.live.show()
             self._frame = None
             self.live.setText("Starting…")
@@ -319,6 +332,7 @@ class GeneratePanel(QWidget):
             self.results.addItem(item)
         self.live.hide()
         self.results.show()
+        self.neighbours.hide()
         QTimer.singleShot(0, self.results.doItemsLayout)  # lay out at the now-visible width
         self.save_buttons["all"].setEnabled(True)
         self.save_buttons["grid"].setEnabled(True)
@@ -330,6 +344,13 @@ class GeneratePanel(QWidget):
     def selected_indices(self) -> list[int]:
         return sorted(self.results.row(item) for item in self.results.selectedItems())
 
+    def show_neighbours(self, index: int, sample: np.ndarray, images: np.ndarray, captions: list[str], verdict: str,
+                        copy: bool) -> None:
+        self.neighbours.show_neighbours(index, sample, images, captions, verdict, copy)
+
     def _update_save_buttons(self) -> None:
-        self.save_buttons["selected"].setEnabled(bool(self.results.selectedItems()))
+        selected = bool(self.results.selectedItems())
+        self.save_buttons["selected"].setEnabled(selected)
+        # Generated images only: an interpolation's frames show under their strip (the live area)
+        self.nearest_button.setEnabled(selected and not self.results.isHidden() and self.live.isHidden())
 

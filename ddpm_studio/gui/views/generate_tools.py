@@ -7,12 +7,17 @@ panel only places them. No torch here: the class list arrives from a background 
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -21,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from ddpm_studio.core.sampler_catalog import SAMPLERS, sampler_info
 from ddpm_studio.gui.views.config_form import ConfigForm
+from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
 
 ALL_LABEL = "all (one row per class)"
@@ -204,3 +210,45 @@ class EvaluateBox(ActionBox):
         self.images.setToolTip("Images to generate and score (more = a steadier score; FID wants thousands)")
         form.addRow("Images", self.images)
         self.add_above_button(row)
+
+
+NEAREST_TIP = ("Does the model copy its training images? Compare the selected image (the first, if several) with every "
+               "training image of its run: its nearest ones, their distances (RMS difference of pixel values 0-1, after "
+               "aligning by a pixel) and whether it counts as a copy. Needs the run's training images on this computer.")
+
+
+class NeighboursBox(QGroupBox):
+    """A sample beside its nearest training images, with distances, and the copy verdict (hidden until asked)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Nearest training images", parent)
+        self.setObjectName("neighbours_box")
+        column = QVBoxLayout(self)
+        column.setContentsMargins(4, 4, 4, 4)
+        self.images = QListWidget()
+        self.images.setObjectName("neighbour_images")
+        self.images.setViewMode(QListWidget.ViewMode.IconMode)
+        self.images.setMovement(QListWidget.Movement.Static)
+        self.images.setIconSize(QSize(72, 72))
+        self.images.setGridSize(QSize(104, 96))
+        self.images.setFlow(QListWidget.Flow.LeftToRight)
+        self.images.setWrapping(False)
+        self.images.setFixedHeight(112)
+        self.images.setSelectionMode(QListWidget.SelectionMode.NoSelection)
+        column.addWidget(self.images)
+        self.verdict = QLabel()
+        self.verdict.setObjectName("neighbour_verdict")
+        self.verdict.setWordWrap(True)
+        column.addWidget(self.verdict)
+        self.hide()
+
+    def show_neighbours(self, index: int, sample: np.ndarray, images: np.ndarray, captions: list[str], verdict: str,
+                        copy: bool) -> None:
+        self.images.clear()
+        for image, caption in [(sample, f"sample #{index + 1}"), *zip(images, captions, strict=True)]:
+            item = QListWidgetItem(QIcon(to_pixmap(image, 72)), caption)
+            item.setToolTip(caption)
+            self.images.addItem(item)
+        self.verdict.setText(verdict)
+        self.verdict.setStyleSheet("color: #c62828; font-weight: bold;" if copy else "")
+        self.show()
