@@ -60,7 +60,7 @@ class Studio(QObject):
         self._wire()
         self._menus()
         w.close_handler = self.can_close
-        self._memory_timer = QTimer(self)
+        self._memory_timer = QTimer(w)  # the window's child: it never fires into a window already deleted
         self._memory_timer.setInterval(2000)
         self._memory_timer.timeout.connect(self._update_memory)
         self.restore()
