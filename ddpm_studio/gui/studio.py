@@ -98,6 +98,7 @@ class Studio(QObject):
             (runs.checkpointsChanged, generate.set_run_checkpoints),
             (runs.generateRequested, generate.add_model),
             (generate.revealRequested, self.w.show_generate),
+            (generate.runImported, lambda _run: runs.refresh_runs()),
         ]
         for signal, *slots in wiring:
             for slot in slots:

@@ -182,7 +182,7 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "Disk full: " + text
     known = {"ConfigError", "DatasetError", "CheckpointError", "TrainingError", "ValueError", "ConditioningError",
-             "RunLockError", "FeaturesUnavailable", "DiffusersFormatError"}
+             "RunLockError", "FeaturesUnavailable", "DiffusersFormatError", "TrainingImagesUnavailable"}
     if name in known:
         return text
     return f"{name}: {text}"

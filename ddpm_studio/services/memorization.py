@@ -165,15 +165,19 @@ def check_memorization(
 ) -> MemorizationCheck:
     """Apply the copy rule to every sample (see the module docstring for the rule and its calibration)."""
     nb = nearest_training_images(samples, training, k=2, mirror=mirror, progress=progress)
-    d1 = nb.distances[:, 0]
-    if nb.distances.shape[1] > 1:
-        d2 = nb.distances[:, 1]
+    return MemorizationCheck(nb, *copy_rule(nb.distances))
+
+
+def copy_rule(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score = d1 / d2, flagged) of each row of ``distances`` (N, k ≥ 1), nearest first (see the module docstring)."""
+    d1 = distances[:, 0]
+    if distances.shape[1] > 1:
+        d2 = distances[:, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(d2 > 0, d1 / d2, np.where(d1 > 0, np.inf, 0.0)).astype(np.float32)
     else:  # one training image: "closer than to any other" means nothing; only the absolute rule applies
         score = np.full(d1.shape, np.inf, dtype=np.float32)
-    flagged = (score < RATIO_THRESHOLD) | (d1 < COPY_DISTANCE)
-    return MemorizationCheck(nb, score, flagged)
+    return score, (score < RATIO_THRESHOLD) | (d1 < COPY_DISTANCE)
 
 
 #: The light noise of the calibration's noisy copies: σ = 4 of 255 levels (RMS difference ≈ 0.016).

@@ -61,11 +61,13 @@ def setup(qtbot, tmp_path: Path) -> dict[str, Any]:
 
 def test_the_models_offered_live_first_then_the_runs_checkpoints_then_browsed_files(setup, tmp_path: Path) -> None:
     p, view, run = setup["p"], setup["view"], setup["run"]
-    p.set_run_checkpoints(str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))])
+    p.set_run_checkpoints(str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))],
+                          str(run.checkpoint_path(20)))
     p.set_live_model(LiveModel(str(run.path), ("cat", "dog"), lambda: Future()))
     sources, _select = last(view.set_sources)
     assert [v for _, v in sources] == [LIVE, str(run.checkpoint_path(40)), str(run.checkpoint_path(20))]
     assert sources[0][0] == "Live model (r, EMA weights now)" and sources[1][0] == "r · step 40"
+    assert sources[2][0] == "r · step 20 · ★ best"  # the lowest validation loss
     view.source_value.return_value = LIVE
     emit(view.sourceChanged, LIVE)
     assert last(view.set_model_classes) == (("cat", "dog"),)  # the live run's classes, from its RunStarted

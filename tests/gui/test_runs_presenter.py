@@ -9,6 +9,7 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+import torch
 from PIL import Image
 
 from ddpm_studio.gui.presenters.messages import RunHistory
@@ -26,7 +27,7 @@ def make_run(runs_dir: Path, name: str, steps: tuple[int, ...] = (20, 40), state
     run.write_status(state=state, step=max(steps, default=0), total_steps=100, pid=2**22 + 12345)
     run.metrics_path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(10, 50, 10)))
     for step in steps:
-        run.checkpoint_path(step).write_bytes(b"not read here")
+        torch.save({"step": step}, run.checkpoint_path(step))  # a complete file (its contents are not read here)
     Image.new("RGB", (6, 4), "red").save(run.previews_dir / "step_00000020.png")
     return run
 
@@ -38,7 +39,7 @@ def setup(qtbot, tmp_path: Path) -> dict[str, Any]:
     out: dict[str, list[Any]] = {"opened": [], "resume": [], "checkpoints": [], "keep": [], "generate": []}
     p.runOpened.connect(out["opened"].append)
     p.resumeRequested.connect(out["resume"].append)
-    p.checkpointsChanged.connect(lambda run, found: out["checkpoints"].append((run, found)))
+    p.checkpointsChanged.connect(lambda run, found, best: out["checkpoints"].append((run, found, best)))
     p.keepLastChanged.connect(out["keep"].append)
     p.generateRequested.connect(out["generate"].append)
     return {"p": p, "runs": runs_view, "checkpoints": checkpoints, "dialogs": dialogs, "out": out, "dir": tmp_path / "runs"}
@@ -59,7 +60,8 @@ def test_open_a_run_then_continue_it(setup) -> None:
     assert last(setup["checkpoints"].set_keep_last) == (4,)
     rows, info = last(setup["checkpoints"].set_checkpoints)
     assert [(r.step, r.loss) for r in rows] == [(20, 1 / 20), (40, 1 / 40)] and info.startswith("Run old: 2 checkpoint(s)")
-    assert out["checkpoints"][-1] == (str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))])
+    assert out["checkpoints"][-1] == (str(run.path), [(20, str(run.checkpoint_path(20))), (40, str(run.checkpoint_path(40)))],
+                                      None)
 
     emit(setup["runs"].requested, "continue", str(run.path))
     assert out["resume"] == [str(run.checkpoint_path(40))]
@@ -68,11 +70,25 @@ def test_open_a_run_then_continue_it(setup) -> None:
     assert out["resume"][-1] == str(run.checkpoint_path(20)) and out["generate"] == [str(run.checkpoint_path(20))]
 
 
-def test_continue_without_a_checkpoint_says_so_and_an_unreadable_run_is_a_message(setup) -> None:
-    p, dialogs = setup["p"], setup["dialogs"]
+def test_continue_without_a_checkpoint_starts_the_run_again_from_step_0_saying_so(setup) -> None:
+    """Issue 14 defect 5: Continue on a run that crashed before its first checkpoint did nothing useful."""
+    p, dialogs, out = setup["p"], setup["dialogs"], setup["out"]
     bare = make_run(setup["dir"], "bare", steps=())
     p.continue_run(str(bare.path))
-    assert last(dialogs.show_error) == ("Cannot continue", "Run bare has no checkpoint yet.") and not setup["out"]["resume"]
+    assert out["resume"] == [str(bare.path)]  # the run folder: TrainingSession starts it again with its saved settings
+    title, text = last(dialogs.show_info)
+    assert title == "Starting again from step 0" and "no checkpoint yet" in text and "saved settings" in text
+    dialogs.show_error.assert_not_called()
+
+
+def test_continue_a_run_whose_settings_are_unusable_says_what_to_do_and_an_unreadable_run_is_a_message(setup) -> None:
+    p, dialogs, out = setup["p"], setup["dialogs"], setup["out"]
+    bare = make_run(setup["dir"], "bare", steps=())
+    p.open_run(str(bare.path))
+    bare.config_path.write_text("[optim]\nbatch_size = 0\n")  # broken after it was opened
+    p.continue_run(str(bare.path))
+    title, text = last(dialogs.show_error)
+    assert title == "Cannot continue" and "step 0" in text and "Fix that file" in text and not out["resume"]
     broken = make_run(setup["dir"], "broken")
     broken.config_path.write_text("[optim]\nbatch_size = 'many'\n")
     p.open_run(str(broken.path))
@@ -114,3 +130,23 @@ def test_an_interrupted_run_is_offered_once(setup) -> None:
     dialogs.ask.reset_mock()
     p.offer_interrupted()
     dialogs.ask.assert_not_called()
+
+
+def test_an_interrupted_run_without_a_checkpoint_is_continued_from_step_0(setup) -> None:
+    p, dialogs, out = setup["p"], setup["dialogs"], setup["out"]
+    run = make_run(setup["dir"], "early-crash", steps=(), state="running")  # crashed before its first checkpoint
+    dialogs.ask.return_value = 0  # "Continue training"
+    p.offer_interrupted()
+    assert "starts it again from step 0" in last(dialogs.ask)[1]
+    assert [h.run_dir for h in out["opened"]] == [str(run.path)] and out["resume"] == [str(run.path)]
+
+
+def test_the_best_checkpoint_is_marked_with_its_validation_loss_and_offered_to_generate(setup) -> None:
+    p, out = setup["p"], setup["out"]
+    run = make_run(setup["dir"], "scored", steps=(20, 40, 60))
+    run.write_status(**run.scores_record({20: 0.31, 40: 0.29, 60: 0.30}))  # as the Checkpointer records them
+    p.open_run(str(run.path))
+    rows, info = last(setup["checkpoints"].set_checkpoints)
+    assert [(r.step, r.val_loss, r.best) for r in rows] == [(20, 0.31, False), (40, 0.29, True), (60, 0.30, False)]
+    assert info.endswith("★ best: step 40")
+    assert out["checkpoints"][-1][2] == str(run.checkpoint_path(40))  # Generate marks it in its model choice

@@ -23,7 +23,8 @@ from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.events import RunStarted
 from ddpm_studio.services.formatting import human_bytes
 from ddpm_studio.services.metrics import read_metrics
-from ddpm_studio.services.runs import RunFolder, list_runs
+from ddpm_studio.services.run_lock import RunLockError
+from ddpm_studio.services.runs import RunFolder, list_runs, plan_continue
 
 log = logging.getLogger("ddpm_studio.gui")
 MAX_HISTORY_IMAGES = 60
@@ -67,11 +68,24 @@ def loss_at(records: list[dict[str, Any]], step: int) -> float | None:
     return best[1] if best else None
 
 
+def continue_target(run: RunFolder) -> str:
+    """What Continue resumes from: the run's newest checkpoint, or the run folder itself when it has none (it
+    crashed or was stopped before its first one), which TrainingSession starts again from step 0 with its saved
+    settings. Raises CannotContinue (a ValueError, saying what to do), or RunLockError naming the process that trains the run now
+    (checked by taking its lock for a moment: nothing is written to the run). File I/O: off the GUI thread."""
+    from ddpm_studio.services.run_lock import acquire
+
+    plan = plan_continue(run.path)
+    acquire(run.path, "checking the run before continuing").release()
+    return str(run.path if plan.checkpoint is None else plan.checkpoint)
+
+
 class RunsPresenter(QObject):
     runOpened = Signal(object)  # RunHistory of a run the user opened
     resumeRequested = Signal(str)  # continue training from this checkpoint
     keepLastChanged = Signal(int)
-    checkpointsChanged = Signal(object, object)  # the current run's folder (str or None), [(step, path)] oldest first
+    # the current run's folder (str or None), [(step, path)] oldest first, the best checkpoint's path (or None)
+    checkpointsChanged = Signal(object, object, object)
     generateRequested = Signal(str)  # load this checkpoint into Generate
 
     def __init__(self, runs_view: RunsListView, checkpoints_view: CheckpointsView, dialogs: DialogService,
@@ -117,10 +131,21 @@ class RunsPresenter(QObject):
             self.open_run(path)
 
     def open_run(self, path: str, then_continue: bool = False) -> None:
-        """Show an earlier run: its settings, loss history, previews and checkpoints (read off the GUI thread)."""
+        """Show an earlier run: its settings, loss history, previews and checkpoints (read off the GUI thread);
+        ``then_continue``: then continue it (what from is worked out in the same background job)."""
         run = RunFolder(path)
 
-        def show(history: RunHistory) -> None:
+        def read() -> tuple[RunHistory, str | BaseException | None]:
+            history = read_history(run)
+            if not then_continue:
+                return history, None
+            try:
+                return history, continue_target(run)
+            except (ValueError, RunLockError) as exc:  # CannotContinue, or no complete checkpoint
+                return history, exc
+
+        def show(result: tuple[RunHistory, str | BaseException | None]) -> None:
+            history, target = result
             self.current_run, self._records, self._losses = run, history.records, {}
             self.runOpened.emit(history)
             self.checkpoints_view.set_keep_last(history.cfg.schedule.keep_last)
@@ -128,16 +153,17 @@ class RunsPresenter(QObject):
             self.runs_view.select_path(str(run.path))
             log.info("Opened run %s (%d logged steps)", run.name, len(history.records))
             if then_continue:
-                self.continue_run(str(run.path))
+                self._continue(run, target)
 
         def failed(exc: BaseException) -> None:
             errors = exc.errors if isinstance(exc, config_mod.ConfigError) else [str(exc)]
             self.dialogs.show_error("Cannot open run", f"{run.config_path}: " + "; ".join(errors))
 
-        self.tasks.run(lambda: read_history(run), show, failed, name="ddpm-open-run")
+        self.tasks.run(read, show, failed, name="ddpm-open-run")
 
     def continue_run(self, path: str | None = None) -> None:
-        """Resume a run from its newest checkpoint (opening it first, so its history and settings show)."""
+        """Resume a run (opening it first, so its history and settings show): from its newest checkpoint, or, when
+        it has none, from step 0 with its saved settings; refused with the reason while another process trains it."""
         if path is None:
             if self.current_run is None:
                 path = self.dialogs.choose_directory("Choose a run folder to continue", "run_folder",
@@ -149,11 +175,27 @@ class RunsPresenter(QObject):
         if self.current_run is None or self.current_run.path != Path(path):
             self.open_run(path, then_continue=True)
             return
-        latest = self.current_run.latest_checkpoint()
-        if latest is None:
-            self.dialogs.show_error("Cannot continue", f"Run {self.current_run.name} has no checkpoint yet.")
+        run = self.current_run
+
+        def target() -> str | BaseException:
+            try:
+                return continue_target(run)
+            except (ValueError, RunLockError) as exc:  # CannotContinue, or no complete checkpoint
+                return exc
+
+        self.tasks.run(target, lambda found: self._continue(run, found), name="ddpm-continue-run")
+
+    def _continue(self, run: RunFolder, target: str | BaseException | None) -> None:
+        """Ask the training presenter to resume from ``target``, or say why Continue cannot (GUI thread)."""
+        if isinstance(target, BaseException) or target is None:
+            self.dialogs.show_error("Cannot continue", str(target))
             return
-        self.resumeRequested.emit(str(latest.path))
+        if Path(target) == run.path:
+            text = (f"Run {run.name} has no checkpoint yet (it stopped before its first one), so it starts again "
+                    "from step 0 with its saved settings, in the same folder.")
+            log.info("%s", text)
+            self.dialogs.show_info("Starting again from step 0", text)
+        self.resumeRequested.emit(target)
 
     def offer_interrupted(self) -> None:
         """At launch: offer to reopen the newest run that was interrupted (crash, kill, power cut)."""
@@ -163,13 +205,12 @@ class RunsPresenter(QObject):
         run = runs[0]
         latest = run.latest_checkpoint()
         step = run.read_status().get("step", 0)
-        saved = f"its newest checkpoint is at step {latest.step:,}" if latest else "it has no checkpoint"
+        saved = (f"its newest checkpoint is at step {latest.step:,}" if latest else
+                 "it has no checkpoint, so Continue starts it again from step 0 with its saved settings")
         choice = self.dialogs.ask("Interrupted run", f"Run “{run.name}” was interrupted at step {step:,}; {saved}.\nReopen it?",
                                   ("Continue training", "Open it", "Ignore"), default=1)
-        if choice == 0 and latest is not None:
-            self.open_run(str(run.path), then_continue=True)
-        elif choice in (0, 1):
-            self.open_run(str(run.path))
+        if choice in (0, 1):
+            self.open_run(str(run.path), then_continue=choice == 0)
         elif choice == 2:
             run.write_status(state="interrupted")  # not offered again; still listed and continuable
             self.refresh_runs()
@@ -208,24 +249,28 @@ class RunsPresenter(QObject):
         run = self.current_run
         if run is None:
             self.checkpoints_view.set_checkpoints([], "No run yet")
-            self.checkpointsChanged.emit(None, [])
+            self.checkpointsChanged.emit(None, [], None)
             return
         found = run.checkpoints()
         rows = [CheckpointRow(c.step, str(c.path), c.size_bytes, c.modified,
-                              self._losses.get(c.step, loss_at(self._records, c.step))) for c in found]
+                              self._losses.get(c.step, loss_at(self._records, c.step)), c.val_loss, c.best) for c in found]
         try:
             free = human_bytes(shutil.disk_usage(run.path).free)
         except OSError:
             free = "?"
         used = human_bytes(sum(r.size_bytes for r in rows))
-        self.checkpoints_view.set_checkpoints(rows, f"Run {run.name}: {len(rows)} checkpoint(s), {used} · {free} free on disk")
-        self.checkpointsChanged.emit(str(run.path), [(c.step, str(c.path)) for c in found])
+        best = next((c for c in found if c.best), None)
+        best_text = f" · ★ best: step {best.step:,}" if best is not None else ""
+        self.checkpoints_view.set_checkpoints(
+            rows, f"Run {run.name}: {len(rows)} checkpoint(s), {used} · {free} free on disk{best_text}")
+        self.checkpointsChanged.emit(str(run.path), [(c.step, str(c.path)) for c in found],
+                                     None if best is None else str(best.path))
 
     def delete_checkpoint(self, path: str) -> None:
         if self.dialogs.ask("Delete checkpoint", f"Delete {Path(path).name}? This cannot be undone.",
                             ("Delete", "Cancel"), default=1) != 0:
             return
-        from ddpm_studio.services.run_lock import RunLockError, delete_checkpoint
+        from ddpm_studio.services.run_lock import delete_checkpoint
 
         try:
             delete_checkpoint(path)  # refused, naming the holder, while another process trains this run

@@ -1,4 +1,5 @@
-"""Checkpoints of the current run (CheckpointsView): step, loss, time, size; disk use; keep-last-N; actions on one.
+"""Checkpoints of the current run (CheckpointsView): step (★ the best), loss, validation loss, time, size; disk use;
+keep-last-N; actions on one.
 
 A view: the runs presenter fills it and acts on ``requested(action, selected checkpoint's path)``.
 """
@@ -15,6 +16,9 @@ from ddpm_studio.gui.views.protocols import CheckpointRow
 from ddpm_studio.services.formatting import human_bytes
 
 RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+BEST = "★ best"
+VAL_LOSS_TIP = ("Validation loss of the checkpoint's EMA weights on held-out images, measured when it was saved: a proxy "
+                "for sample quality (lower is better), not a guarantee. ★ best marks the lowest; retention always keeps it.")
 
 
 class CheckpointsPanel(PathPanel):
@@ -44,7 +48,8 @@ class CheckpointsPanel(PathPanel):
         top.addStretch(1)
         layout.addLayout(top)
 
-        self.table = PathTable(["Step", "Loss", "Saved", "Size"], stretch_column=2)
+        self.table = PathTable(["Step", "Loss", "Val. loss", "Saved", "Size"], stretch_column=3)
+        self.table.horizontalHeaderItem(2).setToolTip(VAL_LOSS_TIP)
         self.table.setObjectName("checkpoint_table")
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.doubleClicked.connect(lambda _i: self._request("generate"))
@@ -65,9 +70,10 @@ class CheckpointsPanel(PathPanel):
     def set_checkpoints(self, rows: list[CheckpointRow], info: str) -> None:
         """Newest first; keeps the selection when the same checkpoint is still listed."""
         self.rows = sorted(rows, key=lambda r: r.step, reverse=True)
-        self.table.set_rows([(r.path, (f"{r.step:,}", "" if r.loss is None else f"{r.loss:.4f}",
+        self.table.set_rows([(r.path, (f"{BEST} {r.step:,}" if r.best else f"{r.step:,}", _loss(r.loss), _loss(r.val_loss),
                                        time.strftime("%b %d %H:%M:%S", time.localtime(r.modified)), human_bytes(r.size_bytes)))
-                             for r in self.rows], align=(RIGHT, RIGHT, Qt.AlignmentFlag.AlignCenter, RIGHT))
+                             for r in self.rows], align=(RIGHT, RIGHT, RIGHT, Qt.AlignmentFlag.AlignCenter, RIGHT),
+                            tips=[f"{r.path}\n{VAL_LOSS_TIP}" if r.best else r.path for r in self.rows])
         self.info.setText(info)
         self._update_buttons()
 
@@ -84,3 +90,7 @@ class CheckpointsPanel(PathPanel):
         # The running run's newest checkpoint is its safety net: not deletable while it runs.
         self.buttons["delete"].setEnabled(selected is not None and not (self._run_active and newest))
         self.buttons["folder"].setEnabled(bool(self.rows) or self.info.text() != "No run yet")
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

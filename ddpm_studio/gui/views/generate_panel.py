@@ -31,7 +31,15 @@ from PySide6.QtWidgets import (
 )
 
 from ddpm_studio.gui.views.config_form import ConfigForm
-from ddpm_studio.gui.views.generate_tools import UNCONDITIONAL_TIP, ClassChoice, EvaluateBox, InterpolateBox
+from ddpm_studio.gui.views.generate_tools import (
+    NEAREST_TIP,
+    UNCONDITIONAL_TIP,
+    ClassChoice,
+    EmaLengthChoice,
+    EvaluateBox,
+    InterpolateBox,
+    NeighboursBox,
+)
 from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
 
@@ -42,6 +50,7 @@ class GeneratePanel(QWidget):
     requested = Signal(str)  # generate, interpolate, evaluate, cancel, browse, save_selected, save_all, save_grid, save_gif
     sourceChanged = Signal(str)  # the chosen model's value (a checkpoint or run folder path, the live model, or "")
     settingsChanged = Signal()
+    emaLengthChanged = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,20 +69,26 @@ class GeneratePanel(QWidget):
         self.source.setMinimumContentsLength(12)
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.browse = QPushButton("Browse…")
-        self.browse.setToolTip("Choose a checkpoint file (.pt) or a run folder")
+        self.browse.setToolTip("Choose a checkpoint file (.pt), or the model_index.json of a diffusers model folder "
+                               "(a UNet2DModel with a DDPMScheduler, e.g. google/ddpm-cifar10-32), which is imported "
+                               "as a run you can sample from and continue training")
         self.browse.clicked.connect(lambda: self.requested.emit("browse"))
         self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
         mrow.addWidget(self.browse)
         outer.addWidget(model_box)
         outer.addWidget(split, 1)
-        self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label",))
+        self.form = ConfigForm(config_mod.SampleConfig, skip=("class_label", "ema_length"))
         self.form.edited.connect(self.settingsChanged)
         self.class_choice = ClassChoice()
         self.class_choice.currentIndexChanged.connect(self.settingsChanged)
         guidance_row, _role = self.form.form_layout.getWidgetPosition(self.form.editors["guidance_scale"])
         class_f = next(f for f in dataclasses.fields(config_mod.SampleConfig) if f.name == "class_label")
         self.form.form_layout.insertRow(guidance_row, class_f.metadata["label"], self.class_choice)
+        self.ema_length = EmaLengthChoice()
+        self.ema_length.chosen.connect(self.emaLengthChanged)
+        ema_row, _role = self.form.form_layout.getWidgetPosition(self.form.editors["use_ema"])
+        self.form.form_layout.insertRow(ema_row + 1, "EMA length", self.ema_length)
         self.interpolate_box = InterpolateBox()
         self.interpolate_box.requested.connect(lambda: self.requested.emit("interpolate"))
         self.evaluate_box = EvaluateBox()
@@ -139,7 +154,16 @@ class GeneratePanel(QWidget):
         self.report.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.report.hide()
         rcol.addWidget(self.report, 2)
+        self.neighbours = NeighboursBox()
+        rcol.addWidget(self.neighbours)
         saves = QHBoxLayout()
+        self.nearest_button = QPushButton("Nearest training images")
+        self.nearest_button.setObjectName("nearest_button")
+        self.nearest_button.setToolTip(NEAREST_TIP)
+        self.nearest_button.clicked.connect(lambda: self.requested.emit("nearest"))
+        self.nearest_button.setEnabled(False)
+        saves.addWidget(self.nearest_button)
+        saves.addStretch(1)
         saves.addWidget(QLabel("Save:"))
         self.save_buttons: dict[str, QPushButton] = {}
         for key, text, tip in (
@@ -192,7 +216,7 @@ class GeneratePanel(QWidget):
     # -- settings ---------------------------------------------------------------------------------
     def sample_config(self) -> tuple[config_mod.SampleConfig, list[str]]:
         cfg, errors = self.form.read(config_mod.SampleConfig())
-        cfg = dataclasses.replace(cfg, class_label=self.class_choice.value())
+        cfg = dataclasses.replace(cfg, class_label=self.class_choice.value(), ema_length=self.ema_length.value_for_sampling())
         self.form.mark_errors(errors)
         self.error_label.setText("\n".join(errors))
         return cfg, errors
@@ -213,6 +237,13 @@ class GeneratePanel(QWidget):
         """The Steps field, off (with ``reason`` as its tooltip) for a sampler that always takes all T steps."""
         self.form.set_field_enabled("steps", enabled, reason)
 
+    def set_ema_length(self, own: float | None, reason: str = "") -> None:
+        self.ema_length.set_own(own, reason)
+        label = self.form.form_layout.labelForField(self.ema_length)
+        if label is not None:
+            label.setEnabled(own is not None)
+            label.setToolTip(self.ema_length.toolTip())
+
     # -- progress and results ---------------------------------------------------------------------
     def set_busy(self, busy: bool) -> None:
         self.generate_button.setEnabled(not busy)
@@ -220,9 +251,11 @@ class GeneratePanel(QWidget):
         for widget in (self.form, self.interpolate_box, self.evaluate_box, self.source, self.browse):
             widget.setEnabled(not busy)
         if busy:
+            self.nearest_button.setEnabled(False)
             self.error_label.clear()
             self.results.hide()
             self.report.hide()
+            self.neighbours.hide()
             self.live.show()
             self._frame = None
             self.live.setText("Starting…")
@@ -245,6 +278,18 @@ class GeneratePanel(QWidget):
             self.live.setPixmap(to_pixmap(self._frame, max(64, min(self.live.width(), self.live.height()) - 8)))
 
     def set_message(self, text: str) -> None:
+        self.progress.setFormat(text)
+
+    def show_task(self, text: str, done: int = 0, total: int = 0) -> None:
+        self.browse.setEnabled(False)
+        self.progress.setRange(0, max(0, total))  # 0, 0: a busy bar
+        self.progress.setValue(done)
+        self.progress.setFormat(text)
+
+    def end_task(self, text: str) -> None:
+        self.browse.setEnabled(self.generate_button.isEnabled())  # (still off while a job runs)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
         self.progress.setFormat(text)
 
     def show_failure(self, title: str, message: str) -> None:
@@ -287,6 +332,7 @@ class GeneratePanel(QWidget):
             self.results.addItem(item)
         self.live.hide()
         self.results.show()
+        self.neighbours.hide()
         QTimer.singleShot(0, self.results.doItemsLayout)  # lay out at the now-visible width
         self.save_buttons["all"].setEnabled(True)
         self.save_buttons["grid"].setEnabled(True)
@@ -298,6 +344,13 @@ class GeneratePanel(QWidget):
     def selected_indices(self) -> list[int]:
         return sorted(self.results.row(item) for item in self.results.selectedItems())
 
+    def show_neighbours(self, index: int, sample: np.ndarray, images: np.ndarray, captions: list[str], verdict: str,
+                        copy: bool) -> None:
+        self.neighbours.show_neighbours(index, sample, images, captions, verdict, copy)
+
     def _update_save_buttons(self) -> None:
-        self.save_buttons["selected"].setEnabled(bool(self.results.selectedItems()))
+        selected = bool(self.results.selectedItems())
+        self.save_buttons["selected"].setEnabled(selected)
+        # Generated images only: an interpolation's frames show under their strip (the live area)
+        self.nearest_button.setEnabled(selected and not self.results.isHidden() and self.live.isHidden())
 

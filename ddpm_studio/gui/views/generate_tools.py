@@ -7,11 +7,26 @@ panel only places them. No torch here: the class list arrives from a background 
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QPushButton, QSpinBox, QVBoxLayout, QWidget
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ddpm_studio.core.sampler_catalog import SAMPLERS, sampler_info
 from ddpm_studio.gui.views.config_form import ConfigForm
+from ddpm_studio.gui.views.images import to_pixmap
 from ddpm_studio.services import config as config_mod
 
 ALL_LABEL = "all (one row per class)"
@@ -75,6 +90,58 @@ class ClassChoice(QComboBox):
 
     def _remember(self) -> None:
         self._wanted = self.value()
+
+
+EMA_LENGTHS = (0.03, 0.25)  # σ_rel offered: EDM2's useful range (shorter is noise, longer blurs a short run)
+EMA_LENGTH_TIP = (
+    "EMA length (σ_rel): how much of the run the averaged weights cover, rebuilt from the two averages the checkpoint "
+    "keeps (post-hoc EMA), so you can pick it after training. It starts at the run's own ({own}).\n"
+    "Change it when samples look noisy, grainy or blotchy (try longer: 0.15-0.25), or washed out, blurry or "
+    "stuck on an early look of the run (try shorter: 0.03-0.07). Changing it samples the same seeds again, so the "
+    "images compare.")
+
+
+class EmaLengthChoice(QDoubleSpinBox):
+    """The EMA length to sample with, for checkpoints of power-EMA runs; off (saying why) for any other model.
+
+    ``value_for_sampling()``: 0 (the checkpoint's own EMA weights, not a rebuild) while it shows the run's own length.
+    ``chosen`` fires when the user settles on a new length (Enter, focus out, or an arrow step).
+    """
+
+    chosen = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("field_ema_length")
+        self.setRange(*EMA_LENGTHS)
+        self.setSingleStep(0.01)
+        self.setDecimals(3)
+        self.setKeyboardTracking(False)  # valueChanged once the number is typed, not at each digit
+        self.own: float | None = None
+        self._sent = 0.0
+        self.valueChanged.connect(self._changed)
+        self.set_own(None, "Choose a model first.")
+
+    def set_own(self, own: float | None, reason: str = "") -> None:
+        """The run's own length (the control starts there when it changes), or None: disabled with ``reason``."""
+        if own != self.own:
+            self.own = own
+            self.blockSignals(True)
+            self.setValue(own if own is not None else 0.10)
+            self.blockSignals(False)
+            self._sent = self.value()
+        self.setEnabled(own is not None)
+        self.setToolTip(EMA_LENGTH_TIP.format(own=f"{own:g}") if own is not None else reason)
+
+    def value_for_sampling(self) -> float:
+        if self.own is None or not self.isEnabled() or abs(self.value() - self.own) < 5e-4:
+            return 0.0
+        return round(self.value(), 3)
+
+    def _changed(self, value: float) -> None:
+        if self.own is not None and abs(value - self._sent) >= 5e-4:
+            self._sent = value
+            self.chosen.emit()
 
 
 class ActionBox(QGroupBox):
@@ -143,3 +210,45 @@ class EvaluateBox(ActionBox):
         self.images.setToolTip("Images to generate and score (more = a steadier score; FID wants thousands)")
         form.addRow("Images", self.images)
         self.add_above_button(row)
+
+
+NEAREST_TIP = ("Does the model copy its training images? Compare the selected image (the first, if several) with every "
+               "training image of its run: its nearest ones, their distances (RMS difference of pixel values 0-1, after "
+               "aligning by a pixel) and whether it counts as a copy. Needs the run's training images on this computer.")
+
+
+class NeighboursBox(QGroupBox):
+    """A sample beside its nearest training images, with distances, and the copy verdict (hidden until asked)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Nearest training images", parent)
+        self.setObjectName("neighbours_box")
+        column = QVBoxLayout(self)
+        column.setContentsMargins(4, 4, 4, 4)
+        self.images = QListWidget()
+        self.images.setObjectName("neighbour_images")
+        self.images.setViewMode(QListWidget.ViewMode.IconMode)
+        self.images.setMovement(QListWidget.Movement.Static)
+        self.images.setIconSize(QSize(72, 72))
+        self.images.setGridSize(QSize(104, 96))
+        self.images.setFlow(QListWidget.Flow.LeftToRight)
+        self.images.setWrapping(False)
+        self.images.setFixedHeight(112)
+        self.images.setSelectionMode(QListWidget.SelectionMode.NoSelection)
+        column.addWidget(self.images)
+        self.verdict = QLabel()
+        self.verdict.setObjectName("neighbour_verdict")
+        self.verdict.setWordWrap(True)
+        column.addWidget(self.verdict)
+        self.hide()
+
+    def show_neighbours(self, index: int, sample: np.ndarray, images: np.ndarray, captions: list[str], verdict: str,
+                        copy: bool) -> None:
+        self.images.clear()
+        for image, caption in [(sample, f"sample #{index + 1}"), *zip(images, captions, strict=True)]:
+            item = QListWidgetItem(QIcon(to_pixmap(image, 72)), caption)
+            item.setToolTip(caption)
+            self.images.addItem(item)
+        self.verdict.setText(verdict)
+        self.verdict.setStyleSheet("color: #c62828; font-weight: bold;" if copy else "")
+        self.show()

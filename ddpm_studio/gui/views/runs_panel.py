@@ -35,14 +35,16 @@ class RunsPanel(PathPanel):
         # Four short columns leave the run's name its whole width in the 400-pixel dock; when it was updated and
         # where it is are in each row's tooltip.
         self.table = PathTable(["Run", "State", "Step", "Saved"], stretch_column=0)
-        self.table.horizontalHeaderItem(3).setToolTip("Step of the newest checkpoint (none: nothing to continue from)")
+        self.table.horizontalHeaderItem(3).setToolTip(
+            "Step of the newest checkpoint (none: Continue starts the run again from step 0)")
         self.table.setObjectName("runs_table")
         self.table.doubleClicked.connect(lambda _i: self._request("open"))
         self.table.itemSelectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
         self.buttons = action_buttons("run", (
             ("open", "Open", "Show the run's loss history, previews, checkpoints and settings"),
-            ("continue", "Continue", "Resume the run from its newest checkpoint"),
+            ("continue", "Continue", "Resume the run from its newest checkpoint (a run with none starts again from "
+                                     "step 0 with its saved settings)"),
             ("folder", "Open folder", "Show the run folder in the file manager"),
         ), self._request)
         buttons = QHBoxLayout()
@@ -66,5 +68,5 @@ class RunsPanel(PathPanel):
         path = self.table.selected_path()
         row = next((r for r in self.rows if r.path == path), None)
         self.buttons["open"].setEnabled(row is not None and not self._run_active)
-        self.buttons["continue"].setEnabled(row is not None and row.checkpoint_step is not None and not self._run_active)
+        self.buttons["continue"].setEnabled(row is not None and not self._run_active)
         self.buttons["folder"].setEnabled(row is not None)
