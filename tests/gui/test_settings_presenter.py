@@ -175,12 +175,12 @@ def test_a_scan_is_cancelled_by_a_newer_choice_and_by_start_and_resumes_after_th
 
 def test_other_views_change_fields_through_set_values_but_not_during_a_run(setup) -> None:
     p, form, verdicts = setup["p"], setup["form"], setup["verdicts"]
-    p.set_values("optim", {"train_minutes": 10.0})  # the toolbar's "Train for" box
-    assert p.cfg.optim.train_minutes == 10.0 and last(form.set_config)[0] == p.cfg
-    assert verdicts[-1].ok and verdicts[-1].cfg.optim.train_minutes == 10.0
+    p.set_values("optim", {"train_minutes": 15.0})  # the toolbar's "Train for" box
+    assert p.cfg.optim.train_minutes == 15.0 and last(form.set_config)[0] == p.cfg
+    assert verdicts[-1].ok and verdicts[-1].cfg.optim.train_minutes == 15.0
     p.set_run_active(True)
     p.set_values("optim", {"device": "cpu"})
     assert p.cfg.optim.device == "auto"  # a running run's settings are its own
     p.set_run_active(False)
     p.set_values("optim", {"device": "cpu"})  # Train on the CPU instead, once the run has ended
-    assert verdicts[-1].cfg.optim.device == "cpu" and verdicts[-1].cfg.optim.train_minutes == 10.0
+    assert verdicts[-1].cfg.optim.device == "cpu" and verdicts[-1].cfg.optim.train_minutes == 15.0

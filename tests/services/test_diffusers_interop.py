@@ -72,7 +72,7 @@ def ours_ddpm(run_or_ckpt, seed: int, n: int = 2) -> tuple[np.ndarray, int]:
     x = torch.randn((n, *loaded.image_shape), generator=g)
     denoise = make_denoiser(loaded.model, CPU.autocast, prediction=loaded.cfg.diffusion.prediction, schedule=loaded.schedule)
     for s in iter_sampler(SamplerSpec("ddpm"), denoise, loaded.schedule, x, g):
-        x = s.x_t
+        x = s.x_next
     return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), loaded.schedule.num_timesteps
 
 
