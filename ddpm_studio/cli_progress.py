@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ddpm_studio.services import events as ev
-from ddpm_studio.services.formatting import format_duration
+from ddpm_studio.services.formatting import RunPosition, format_duration
 
 
 def bar(done: int, total: int, width: int = 24) -> str:
@@ -49,6 +49,7 @@ class EventPrinter:
         self._drawn = 0  # length of the bar line now on screen
         self.outcome: str | None = None
         self._last_status = ""
+        self._budget_s = 0.0  # the run's time budget (RunStarted), for the bar of a timed run
 
     def _width(self) -> int:
         """The terminal's width, asked at each redraw (a resized window is followed); $COLUMNS overrides it."""
@@ -88,8 +89,10 @@ class EventPrinter:
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, ev.TrainProgress):
+            # A timed run shows where it stands in its minutes as well as its steps: it ends at whichever comes first.
+            pos = RunPosition(event.step, event.total_steps, event.train_seconds, self._budget_s)
             self._progress(
-                f"{bar(event.step, event.total_steps)} step {event.step}/{event.total_steps} loss {event.loss:.4f} "
+                f"{bar(round(pos.fraction * 1000), 1000)} {pos.where()} loss {event.loss:.4f} "
                 f"lr {event.lr:.1e} {event.images_per_sec:.1f} img/s ETA {format_duration(event.eta_seconds)}",
                 force=event.step == event.total_steps,
             )
@@ -106,6 +109,7 @@ class EventPrinter:
                 self.note(event.message + "…")
             self._last_status = event.message
         elif isinstance(event, ev.RunStarted):
+            self._budget_s = event.time_budget_s
             verb = f"Resuming from {event.resumed_from} at step {event.step}" if event.resumed_from else "Training"
             self.note(f"{verb}: {event.parameters / 1e6:.2f}M parameters on {event.device_reason}")
             self.note(f"Data: {event.dataset}; effective batch {event.effective_batch}{batch_breakdown(event)}")

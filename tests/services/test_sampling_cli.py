@@ -84,7 +84,7 @@ def test_cli_demo_train_sample(tmp_path, capsys):
                  "--preview-steps", "3", "--device", "cpu", "--runs-dir", str(runs), "--name", "cli"])
     assert code == 0
     err = capsys.readouterr().err
-    assert "step 4/4" in err and "Checkpoint saved" in err
+    assert "step 4 / 4" in err and "Checkpoint saved" in err
     assert main(["sample", str(runs / "cli"), "--num-images", "3", "--steps", "3", "--out", str(tmp_path / "out")]) == 0
     out_dirs = list((tmp_path / "out").iterdir())
     assert len(out_dirs) == 1 and len(list(out_dirs[0].glob("sample_0000*.png"))) == 3

@@ -7,41 +7,9 @@ fraction and text depend on both (a 10-minute run of at most 20,000 steps must n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ddpm_studio.services.formatting import RunPosition, format_duration
 
-from ddpm_studio.services.formatting import format_duration
-
-
-@dataclass(frozen=True)
-class RunPosition:
-    """Where a run stands: ``step`` of ``total_steps``, and ``train_seconds`` of ``budget_s`` (0 = no time budget)."""
-
-    step: int
-    total_steps: int
-    train_seconds: float = 0.0
-    budget_s: float = 0.0
-
-    @property
-    def timed(self) -> bool:
-        return self.budget_s > 0
-
-    @property
-    def fraction(self) -> float:
-        """How far to the end: the steps' share, or the time budget's if it is further along (it ends first)."""
-        by_steps = self.step / max(1, self.total_steps)
-        by_time = self.train_seconds / self.budget_s if self.timed else 0.0
-        return max(0.0, min(1.0, max(by_steps, by_time)))
-
-    def time_used(self) -> str:
-        """"3:12 of 10:00 min" ("1:02:03 of 2:00:00" past an hour); never more than the budget."""
-        used, budget = format_duration(min(self.train_seconds, self.budget_s)), format_duration(self.budget_s)
-        return f"{used} of {budget}" + (" min" if self.budget_s < 3600 else "")
-
-    def where(self) -> str:
-        """"step 1,234 / 20,000", or for a timed run "3:12 of 10:00 min · step 1,234"."""
-        if self.timed:
-            return f"{self.time_used()} · step {self.step:,}"
-        return f"step {self.step:,} / {self.total_steps:,}"
+__all__ = ["RunPosition", "ended_label", "ended_text", "paused_text", "resumed_text", "running_text"]
 
 
 def running_text(pos: RunPosition, loss: float | None = None, images_per_sec: float | None = None,
