@@ -14,7 +14,7 @@ In a fresh process (resident memory, Linux ``/proc``):
    steps with a preview at step 0 and step 2 (sampling, validation loss, the trajectory shown);
 4. **after the run**: idle again after that run.
 
-Bounds (checked by ``tests/gui/test_memory.py``; exit status 1 when one is exceeded): idle ≤ 1,000 MB (measured
+Bounds (the check: exit status 1 when one is exceeded): idle ≤ 1,000 MB (measured
 ~850 MB: PyTorch alone is ~510 MB, its compiler stack ~155 MB more); exercising the idle window adds ≤ 120 MB; the
 peak during the laptop preset's previews ≤ 1,600 MB (~1,100-1,400 MB measured, float32); after the run, ≤ 300 MB
 above idle (main kept ~550 MB there: freed memory glibc's malloc never gave back).
