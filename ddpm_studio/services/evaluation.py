@@ -33,8 +33,7 @@ from ddpm_studio.services.imaging import make_grid, save_png
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
-    load_for_sampling,
-    resolve_device,
+    load_source,
     sampler_spec,
     seeded_batches,
 )
@@ -113,12 +112,7 @@ class EvaluationSession:
 
     def steps(self) -> Iterator[Any]:
         sc = self.sample
-        device = resolve_device(self.source, self.device_name, self.precision)
-        if isinstance(self.source, LoadedModel):
-            loaded = self.source
-        else:
-            yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
+        loaded, device = yield from load_source(self.source, sc, self.device_name, self.precision)
         labels, ncols = sample_labels(sc.class_label, loaded.class_names, sc.num_images)
         started = time.perf_counter()
         images = yield from denoise_batches(

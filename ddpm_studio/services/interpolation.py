@@ -25,8 +25,7 @@ from ddpm_studio.services.imaging import make_grid, save_png
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
-    load_for_sampling,
-    resolve_device,
+    load_source,
     sampler_spec,
     seed_noise,
 )
@@ -77,12 +76,7 @@ class InterpolationSession:
         sc, ic = self.sample, self.interp
         if self.substituted:
             yield Status(f"Interpolating with {sc.sampler}, the deterministic form of the chosen sampler")
-        device = resolve_device(self.source, self.device_name, self.precision)
-        if isinstance(self.source, LoadedModel):
-            loaded = self.source
-        else:
-            yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
+        loaded, device = yield from load_source(self.source, sc, self.device_name, self.precision)
         index = class_index(sc.class_label, loaded.class_names)
         if not loaded.class_names:
             row_labels = None

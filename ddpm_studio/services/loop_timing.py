@@ -19,6 +19,8 @@ import math
 import time
 from collections.abc import Callable
 
+from ddpm_studio.services.run_budget import TrainingClock
+
 Clock = Callable[[], float]
 
 #: Time constant of the images/s smoothing, in seconds of training.
@@ -30,28 +32,20 @@ ETA_MIN_WINDOW_SECONDS = 120.0
 RESUME_GRACE_SECONDS = 30.0
 
 
-class ActiveClock:
-    """Seconds since ``start()`` minus the time spent between ``pause_started()`` and ``pause_ended()``."""
+class ActiveClock(TrainingClock):
+    """Seconds since it was made, minus the time spent between ``pause_started()`` and ``pause_ended()``: the
+    time budget's running clock (:class:`~ddpm_studio.services.run_budget.TrainingClock`) for this session alone,
+    read by calling it."""
 
     def __init__(self, now: Clock = time.perf_counter) -> None:
-        self._now = now
-        self._start = now()
-        self._paused_total = 0.0
-        self._pause_began: float | None = None
+        super().__init__(clock=now)
+        self.start()
 
     def __call__(self) -> float:
-        now = self._now()
-        paused = self._paused_total + (now - self._pause_began if self._pause_began is not None else 0.0)
-        return now - self._start - paused
+        return self.seconds
 
-    def pause_started(self) -> None:
-        if self._pause_began is None:
-            self._pause_began = self._now()
-
-    def pause_ended(self) -> None:
-        if self._pause_began is not None:
-            self._paused_total += self._now() - self._pause_began
-            self._pause_began = None
+    pause_started = TrainingClock.stop
+    pause_ended = TrainingClock.start
 
 
 class Throughput:

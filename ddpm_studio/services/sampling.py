@@ -237,6 +237,17 @@ def resolve_device(source: str | Path | LoadedModel, name: str, precision: str) 
     return device
 
 
+def load_source(source: str | Path | LoadedModel, sc: config_mod.SampleConfig, device_name: str,
+                precision: str) -> Generator[Any, None, tuple[LoadedModel, DeviceChoice]]:
+    """What a sampling, interpolation or evaluation session samples from: the model given, or the checkpoint loaded
+    (saying so) with the sampling settings' EMA choice; and the device it runs on."""
+    device = resolve_device(source, device_name, precision)
+    if isinstance(source, LoadedModel):
+        return source, device
+    yield Status("Loading checkpoint")
+    return load_for_sampling(source, device, sc.use_ema, sc.ema_length), device
+
+
 class SamplingSession:
     """Generate ``sample.num_images`` images and save them under ``out_dir``."""
 
@@ -262,12 +273,7 @@ class SamplingSession:
 
     def steps(self) -> Iterator[Any]:
         sc = self.sample
-        device = resolve_device(self.source, self.device_name, self.precision)
-        if isinstance(self.source, LoadedModel):
-            loaded = self.source
-        else:
-            yield Status("Loading checkpoint")
-            loaded = load_for_sampling(self.source, device, sc.use_ema, sc.ema_length)
+        loaded, device = yield from load_source(self.source, sc, self.device_name, self.precision)
         labels, ncols = sample_labels(sc.class_label, loaded.class_names, sc.num_images)
         g_step = torch.Generator().manual_seed(sc.sample_seed + 1)
         trajectory: list[np.ndarray] | None = [] if self.save_trajectory else None
