@@ -12,6 +12,7 @@ from ddpm_studio.services import events as ev
 from ddpm_studio.services.batches import images_to_batch
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.training import TrainingError, TrainingSession
+from tests.poison import poison_training_loss
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -55,16 +56,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, precision, conditiona
 
 
 def test_a_refused_step_and_every_step_after_it_are_never_applied(tmp_path, monkeypatch):
-    from ddpm_studio.core import objectives
-
-    real, calls = objectives.per_sample_loss, {"n": 0}
-
-    def poisoned(pred, target, loss_type="mse"):
-        calls["n"] += 1
-        out = real(pred, target, loss_type)
-        return out * float("nan") if calls["n"] == 5 else out
-
-    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
+    poison_training_loss(monkeypatch, 5, float("nan"))
     session = TrainingSession(tiny(mixed_precision="bf16"), runs_dir=tmp_path, run_name="nan")
     progress = []
     with pytest.raises(TrainingError, match="The loss became NaN at step 5"):

@@ -24,6 +24,7 @@ from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl, drive
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.training import TrainingSession
+from tests.poison import poison_training_loss
 from tests.reliability.conftest import TINY_TRAIN_FLAGS, assert_clean_failure
 
 
@@ -157,26 +158,10 @@ def test_disk_full_mid_write_leaves_the_previous_file_byte_identical(tmp_path: P
 
 # ---------------------------------------------------------------------------------------------- NaN / inf
 
-def _poison_loss(monkeypatch: pytest.MonkeyPatch, at_call: int, value: float) -> None:
-    from ddpm_studio.core import objectives
-
-    real = objectives.per_sample_loss
-    calls = {"n": 0}
-
-    def poisoned(eps: torch.Tensor, noise: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
-        if not torch.is_grad_enabled():  # a checkpoint's validation loss, not a training step
-            return real(eps, noise, loss_type)
-        calls["n"] += 1
-        out = real(eps, noise, loss_type)
-        return out * value if calls["n"] == at_call else out
-
-    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
-
-
 @pytest.mark.parametrize(("value", "word"), [(float("nan"), "NaN"), (float("inf"), "infinite")])
 def test_non_finite_loss_stops_then_resume_with_lower_lr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str], value: float, word: str) -> None:
-    _poison_loss(monkeypatch, at_call=5, value=value)
+    poison_training_loss(monkeypatch, at_call=5, value=value)
     runs = tmp_path / "runs"
     code = main(train_args(runs, "nan", 10))
     err = capsys.readouterr().err

@@ -15,6 +15,7 @@ from ddpm_studio.services import step_results, training
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
 from ddpm_studio.services.training import TrainingError, TrainingSession
+from tests.poison import poison_training_loss
 from tests.services.test_training import collect as run
 
 
@@ -23,21 +24,6 @@ def gpu_policy(monkeypatch):
     """Force the CUDA policy (batched reads, device-side refusal) on a CPU run; reads only when an event needs one."""
     monkeypatch.setattr(training, "step_policy", lambda device, distributed: (True, True))
     monkeypatch.setattr(step_results, "READ_EVERY_SECONDS", 1e9)
-
-
-def poison_loss_at(monkeypatch, call, value):
-    from ddpm_studio.core import objectives
-
-    real, calls = objectives.per_sample_loss, {"n": 0}
-
-    def poisoned(pred, target, loss_type="mse"):
-        if not torch.is_grad_enabled():  # a checkpoint's validation loss, not a training step
-            return real(pred, target, loss_type)
-        calls["n"] += 1
-        out = real(pred, target, loss_type)
-        return out * value if calls["n"] == call else out
-
-    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
 
 
 def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, tiny_cfg, monkeypatch):
@@ -68,7 +54,7 @@ def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, ti
 
 def test_a_refused_step_and_every_step_after_it_are_never_applied(tmp_path, tiny_cfg, monkeypatch, gpu_policy):
     """NaN at step 5; the host reads at step 8 (the checkpoint), so steps 5-8 ran on the device before it knew."""
-    poison_loss_at(monkeypatch, 5, float("nan"))
+    poison_training_loss(monkeypatch, 5, float("nan"))
     cfg = tiny_cfg(schedule={"checkpoint_every": 4, "log_every": 100})
     session = TrainingSession(cfg, runs_dir=tmp_path, run_name="nan")
     events = []

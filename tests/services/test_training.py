@@ -12,6 +12,7 @@ from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import RunControl, drive
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.training import TrainingError, TrainingSession
+from tests.poison import poison_training_loss
 
 
 def collect(session, on_event=None):
@@ -200,17 +201,7 @@ def test_snapshot_is_a_private_copy_made_between_steps_or_while_paused(tmp_path,
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
     from ddpm_studio.core import objectives
 
-    calls = {"n": 0}
-    real = objectives.per_sample_loss
-
-    def poisoned(eps, noise, loss_type="mse"):
-        if not torch.is_grad_enabled():  # a checkpoint's validation loss, not a training step
-            return real(eps, noise, loss_type)
-        calls["n"] += 1
-        out = real(eps, noise, loss_type)
-        return out * float("nan") if calls["n"] == 5 else out
-
-    monkeypatch.setattr(objectives, "per_sample_loss", poisoned)
+    real = poison_training_loss(monkeypatch, 5, float("nan"))
     cfg = tiny_cfg(schedule={"checkpoint_every": 2})
     with pytest.raises(TrainingError, match="NaN at step 5"):
         collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="nan"))
