@@ -321,6 +321,8 @@ class TrainingSession:
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""
         if self.run is not None and self.dist.is_main:
+            if "step" in fields and getattr(self, "budget", None) is not None:
+                fields.setdefault("train_seconds", round(self.budget.clock.seconds, 3))  # a reopened timed run's bar
             self.run.write_status(**fields)
 
     def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:

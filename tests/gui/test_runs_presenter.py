@@ -70,6 +70,18 @@ def test_open_a_run_then_continue_it(setup) -> None:
     assert out["resume"][-1] == str(run.checkpoint_path(20)) and out["generate"] == [str(run.checkpoint_path(20))]
 
 
+def test_an_opened_run_knows_the_running_time_it_used(setup) -> None:
+    """run.json's train_seconds; for runs written before it was kept, the last loss record's elapsed time."""
+    out = setup["out"]
+    old = make_run(setup["dir"], "before")
+    old.metrics_path.write_text(json.dumps({"step": 40, "loss": 0.1, "elapsed": 123.5}) + "\n")
+    new = make_run(setup["dir"], "after")
+    new.write_status(train_seconds=321.0)
+    for run in (old, new):
+        emit(setup["runs"].requested, "open", str(run.path))
+    assert [h.train_seconds for h in out["opened"]] == [123.5, 321.0]
+
+
 def test_continue_without_a_checkpoint_starts_the_run_again_from_step_0_saying_so(setup) -> None:
     """Issue 14 defect 5: Continue on a run that crashed before its first checkpoint did nothing useful."""
     p, dialogs, out = setup["p"], setup["dialogs"], setup["out"]

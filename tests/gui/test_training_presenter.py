@@ -130,7 +130,8 @@ def test_resuming_a_complete_run_asks_before_training_more(qtbot, views, tmp_pat
 def test_an_opened_runs_history_is_shown(views, tmp_path: Path) -> None:
     p = make(views, tmp_path, [])
     grid = np.zeros((4, 4, 3), np.uint8)
-    p.show_history(RunHistory(str(tmp_path), c.RunConfig(), [{"step": 10, "loss": 0.5}], [(10, grid)], 10, 100))
+    step_run = c.from_dict({"optim": {"total_steps": 100}})
+    p.show_history(RunHistory(str(tmp_path), step_run, [{"step": 10, "loss": 0.5}], [(10, grid)], 10, 100))
     views["plot"].load_history.assert_called_once_with([{"step": 10, "loss": 0.5}])
     views["trajectory"].clear.assert_called_once()
     assert last(views["trajectory"].add_image)[0] == 10 and last(views["controls"].show_progress) == (0.1, "step 10 / 100")
@@ -138,6 +139,15 @@ def test_an_opened_runs_history_is_shown(views, tmp_path: Path) -> None:
     p.continueRequested.connect(lambda: requested.append(True))
     emit(views["controls"].requested, "continue")
     assert requested == [True]
+
+
+def test_a_reopened_timed_run_shows_its_minutes_not_the_unused_step_limit(views, tmp_path: Path) -> None:
+    """Stop-20 tour: a completed 10-minute run reopened in Runs read "step 857 / 20,000" (a bar at 4 %)."""
+    p = make(views, tmp_path, [])
+    timed = c.RunConfig()
+    assert timed.optim.train_minutes == 10 and timed.optim.total_steps == 20_000
+    p.show_history(RunHistory(str(tmp_path), timed, [{"step": 857, "loss": 0.06}], [], 857, 20_000, 600.01))
+    assert last(views["controls"].show_progress) == (1.0, "10:00 of 10:00 min · step 857")
 
 
 def bar(controls: MagicMock) -> str:

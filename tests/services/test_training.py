@@ -78,7 +78,9 @@ def test_events_checkpoints_and_metrics(tmp_path, tiny_cfg):
     first = next(r for r in records if "loss" in r)
     assert {"loss_q0", "loss_q3"} <= set(first) or {"loss_q1", "loss_q2"} <= set(first)
     assert [r["step"] for r in records if "val_loss" in r] == [0, 5, 10]  # the untrained model's too
-    assert run.read_status()["state"] == "completed"
+    status = run.read_status()
+    assert status["state"] == "completed"
+    assert 0 < status["train_seconds"] <= records[-1]["time"] - records[0]["time"] + 60  # a reopened timed run's bar
     assert (run.previews_dir / "step_00000005.png").exists() and run.config_path.exists()
 
 

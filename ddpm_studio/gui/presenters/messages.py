@@ -41,3 +41,4 @@ class RunHistory:
     previews: list[tuple[int, np.ndarray]] = field(default_factory=list)
     step: int = 0
     total_steps: int = 0
+    train_seconds: float = 0.0  # running time the run used (what a time budget counts)

@@ -55,7 +55,18 @@ def read_history(run: RunFolder) -> RunHistory:
             continue
     status = run.read_status()
     return RunHistory(str(run.path), cfg, records, previews, int(status.get("step", 0) or 0),
-                      int(status.get("total_steps", 0) or 0))
+                      int(status.get("total_steps", 0) or 0), train_seconds_of(status, records))
+
+
+def train_seconds_of(status: dict[str, Any], records: list[dict[str, Any]]) -> float:
+    """The running time a run used: run.json's, or for runs from before it was kept there, the last loss record's
+    ``elapsed`` (the last session's active time: the same for a run that was never resumed)."""
+    if isinstance(status.get("train_seconds"), (int, float)):
+        return float(status["train_seconds"])
+    for r in reversed(records):
+        if isinstance(r.get("elapsed"), (int, float)):
+            return float(r["elapsed"])
+    return 0.0
 
 
 def loss_at(records: list[dict[str, Any]], step: int) -> float | None:

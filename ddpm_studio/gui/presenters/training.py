@@ -180,7 +180,8 @@ class TrainingPresenter(QObject):
         self.trajectory.clear()
         for step, image in history.previews:
             self.trajectory.add_image(step, image)
-        position = RunPosition(history.step, history.total_steps)
+        position = RunPosition(history.step, history.total_steps, history.train_seconds,
+                               history.cfg.optim.train_minutes * 60.0)
         self._show(position.where(), position)
 
     def is_running(self) -> bool:
