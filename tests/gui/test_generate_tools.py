@@ -153,3 +153,23 @@ def dialogs_errors() -> list[tuple[str, str]]:
     from ddpm_studio.gui import dialogs as dlg
 
     return list(dlg.shown_errors)
+
+
+def test_the_ema_length_shows_no_number_while_the_model_has_none(qtbot) -> None:
+    """Stop-20 tour: for a fixed-EMA run the off control read "0.030", as if that were the run's length."""
+    from ddpm_studio.gui.views.generate_tools import NO_EMA_LENGTH, EmaLengthChoice
+
+    choice = EmaLengthChoice()
+    qtbot.addWidget(choice)
+    chosen: list[bool] = []
+    choice.chosen.connect(lambda: chosen.append(True))
+    for own, reason in ((None, "fixed EMA"), (0.05, ""), (None, "fixed EMA")):
+        choice.set_own(own, reason)
+        if own is None:
+            assert not choice.isEnabled() and choice.text() == NO_EMA_LENGTH and choice.toolTip() == reason
+            assert choice.value_for_sampling() == 0.0
+        else:
+            assert choice.isEnabled() and choice.text() == "0.050" and choice.minimum() == 0.03
+    choice.set_own(0.05)
+    choice.setValue(0.03)  # the shortest offered length is a number, not "n/a"
+    assert choice.text() == "0.030" and choice.value_for_sampling() == 0.03 and chosen == [True]

@@ -93,6 +93,7 @@ class ClassChoice(QComboBox):
 
 
 EMA_LENGTHS = (0.03, 0.25)  # σ_rel offered: EDM2's useful range (shorter is noise, longer blurs a short run)
+NO_EMA_LENGTH = "n/a"  # what the off control shows
 EMA_LENGTH_TIP = (
     "EMA length (σ_rel): how much of the run the averaged weights cover, rebuilt from the two averages the checkpoint "
     "keeps (post-hoc EMA), so you can pick it after training. It starts at the run's own ({own}).\n"
@@ -124,10 +125,13 @@ class EmaLengthChoice(QDoubleSpinBox):
 
     def set_own(self, own: float | None, reason: str = "") -> None:
         """The run's own length (the control starts there when it changes), or None: disabled with ``reason``."""
-        if own != self.own:
+        if own != self.own or own is None:
             self.own = own
             self.blockSignals(True)
-            self.setValue(own if own is not None else 0.10)
+            # Off: no number at all (a length the model does not have would read as its setting), "n/a" instead.
+            self.setSpecialValueText("" if own is not None else NO_EMA_LENGTH)
+            self.setRange(*EMA_LENGTHS) if own is not None else self.setRange(0.0, EMA_LENGTHS[1])
+            self.setValue(own if own is not None else 0.0)
             self.blockSignals(False)
             self._sent = self.value()
         self.setEnabled(own is not None)
