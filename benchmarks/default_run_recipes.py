@@ -1,0 +1,100 @@
+"""Recipes at the default run's own setting: the laptop U-Net at 32x32 on the demo shapes, at equal images seen.
+
+Why: `quality_per_compute.py --quick` compares recipes at 16x16, where a run is cheap. What a user gets from
+`ddpm-studio train` is the 32x32 laptop run of about ten minutes; this script trains that run with each recipe
+for the same number of images (``--images``, default 28,800: ten minutes on a 2-core float32 CPU), saves a
+checkpoint at a third, two thirds and the end, and scores each with `ddpm-studio evaluate` (the demo detector, the
+default sampler, the same seed). It drives the CLI exactly as a user would (training is seeded, so the scores do
+not depend on the machine or its load; the seconds do).
+
+    python benchmarks/default_run_recipes.py [--out DIR] [--images 28800] [--eval-images 128] [--threads 1]
+        [--recipes NAME,NAME]
+
+A run whose checkpoints are already in DIR/runs/NAME is not trained again, and a checkpoint whose evaluation.json
+is already in DIR/ev is not scored again, so an interrupted sweep continues. Two sweeps can run side by side with
+``--threads 1`` each. Prints a table; writes DIR/default_run_recipes.json (and, with ``--json``, a copy there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+#: name → (batch size, extra `ddpm-studio train` flags). The flags say where each differs from the CLI defaults
+#: of the day it ran; "uniform" pins the loss weighting that was the default before Min-SNR.
+RECIPES: dict[str, tuple[int, list[str]]] = {
+    "old-defaults": (32, ["--loss-weighting", "uniform"]),
+    "b16-dropout0": (16, ["--dropout", "0", "--loss-weighting", "uniform"]),
+    "b8-dropout0": (8, ["--dropout", "0", "--loss-weighting", "uniform"]),
+    "b16-dropout0-lognormal": (16, ["--dropout", "0", "--noise-levels", "lognormal", "--loss-weighting", "uniform"]),
+    "b16-dropout0-minsnr5": (16, ["--dropout", "0", "--loss-weighting", "min-snr"]),
+    "b16-dropout0-minsnr2": (16, ["--dropout", "0", "--loss-weighting", "min-snr", "--min-snr-gamma", "2"]),
+    "b32-dropout0-minsnr5": (32, ["--dropout", "0", "--loss-weighting", "min-snr"]),
+    "new-defaults": (32, []),
+}
+
+
+def train(out: Path, name: str, images: int, batch: int, flags: list[str], env: dict[str, str]) -> None:
+    steps = images // batch
+    cmd = ["ddpm-studio", "train", "--runs-dir", str(out / "runs"), "--name", name, "--source", "demo",
+           "--train-minutes", "0", "--total-steps", str(steps), "--batch-size", str(batch),
+           "--checkpoint-every", str(steps // 3), "--keep-last", "10", "--preview-every", "1000000",
+           "--log-every", "50", *flags]
+    with open(out / f"{name}.train.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def evaluation(out: Path, name: str, checkpoint: Path, eval_images: int, env: dict[str, str]) -> dict[str, Any]:
+    """The checkpoint's detector report: one made earlier (whatever its sample count, which it records), or a new one."""
+    folder = out / "ev" / f"{name}-{checkpoint.stem}"
+    found = sorted(folder.glob("*/evaluation.json"))
+    if not found:
+        subprocess.run(["ddpm-studio", "evaluate", str(checkpoint), "--num-images", str(eval_images), "--fid", "off",
+                        "--no-memorization", "--out", str(folder)], check=True, capture_output=True, env=env)
+        found = sorted(folder.glob("*/evaluation.json"))
+    return json.loads(found[-1].read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("default_run_recipes"))
+    ap.add_argument("--images", type=int, default=28_800)
+    ap.add_argument("--eval-images", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--json", type=Path, help="Also write the results here")
+    args = ap.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.recipes.split(","):
+        batch, flags = RECIPES[name]
+        ckpt_dir = args.out / "runs" / name / "checkpoints"
+        if not sorted(ckpt_dir.glob("step_*.pt")):
+            train(args.out, name, args.images, batch, flags, env)
+        for ckpt in sorted(ckpt_dir.glob("step_*.pt")):
+            step = int(ckpt.stem.split("_")[1])
+            report = evaluation(args.out, name, ckpt, args.eval_images, env)
+            score = report["demo"]["score"]
+            se = (score * (1 - score) / report["num_images"]) ** 0.5
+            rows.append({"recipe": name, "batch": batch, "flags": flags, "step": step, "images": step * batch,
+                         "score": score, "stderr": se, "eval_images": report["num_images"],
+                         "sampler": f"{report['sampler']} {report['steps']} {report['spacing']}",
+                         "reasons": report["demo"]["reasons"]})
+            print(f"{name:28s} {step * batch:7,d} images  score {score:.3f} ± {se:.3f}  (n={report['num_images']})",
+                  flush=True)
+    result = {"images": args.images, "eval_images": args.eval_images, "threads": args.threads, "rows": rows,
+              "python": sys.version.split()[0]}
+    text = json.dumps(result, indent=1)
+    (args.out / "default_run_recipes.json").write_text(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
