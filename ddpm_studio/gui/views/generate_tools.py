@@ -128,10 +128,14 @@ class EmaLengthChoice(QDoubleSpinBox):
         if own != self.own or own is None:
             self.own = own
             self.blockSignals(True)
-            # Off: no number at all (a length the model does not have would read as its setting), "n/a" instead.
-            self.setSpecialValueText("" if own is not None else NO_EMA_LENGTH)
-            self.setRange(*EMA_LENGTHS) if own is not None else self.setRange(0.0, EMA_LENGTHS[1])
-            self.setValue(own if own is not None else 0.0)
+            if own is not None:
+                self.setSpecialValueText("")
+                self.setRange(*EMA_LENGTHS)
+                self.setValue(own)
+            else:  # no number at all (a length the model does not have would read as its setting): "n/a" at 0
+                self.setSpecialValueText(NO_EMA_LENGTH)
+                self.setRange(0.0, EMA_LENGTHS[1])
+                self.setValue(0.0)
             self.blockSignals(False)
             self._sent = self.value()
         self.setEnabled(own is not None)
