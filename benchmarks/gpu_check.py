@@ -461,7 +461,7 @@ def item_refused_step(case: TrainCase, device: str, sizes: Sizes, runs: Path) ->
     same = all(torch.equal(v.cpu(), good["model"][k]) for k, v in session.model.state_dict().items())
     same_ema = all(torch.equal(v.cpu(), good["ema"]["model"][k]) for k, v in session.ema.model.state_dict().items())
     check(same and same_ema, f"weights changed after the refused step (model {same}, EMA {same_ema})")
-    how = (f"on the device (the host read it after step {session.step})" if session._refused is not None
+    how = (f"on the device (the host read it after step {session.step})" if session.training_step.refused is not None
            else "by the host before applying it")
     return {"status": "pass", "details": f"'{message.split(':')[0]}', refused {how}; the weights "
             "and EMA are step 4's bit for bit; the only checkpoint is step 4", "data": {"steps_run": session.step}}

@@ -14,6 +14,10 @@ step, and a non-finite step is refused on the device (see :mod:`ddpm_studio.serv
 Under torchrun (``distributed=True``) every process runs this same loop on its share of each
 global batch, with the model in DistributedDataParallel; rank 0 alone writes the run folder
 (see :mod:`ddpm_studio.services.distributed`).
+
+This module is the run: setup, the loop and its cadences, requests, pause. What one optimisation step does
+(batch, noise levels, weighted objective, guarded update) is :mod:`ddpm_studio.services.training_step`; what a
+checkpoint keeps of the run and how a resume gets it back is :mod:`ddpm_studio.services.training_state`.
 """
 
 from __future__ import annotations
@@ -32,19 +36,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ddpm_studio.core.accelerator_check import check_device, is_accelerator
-from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
-from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
-from ddpm_studio.core.ema import EMA
-from ddpm_studio.core.objectives import bucket_losses, loss_weights, sample_timesteps, timestep_probs, training_losses
-from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
-from ddpm_studio.services.acceleration import compile_failure, resident_images
+from ddpm_studio.services.acceleration import compile_failure
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
-from ddpm_studio.services.batches import BatchCursor, BatchStream, images_to_batch
+from ddpm_studio.services.batches import BatchStream
 from ddpm_studio.services.checkpointing import Checkpointer
-from ddpm_studio.services.conditioning import ConditioningError, drop_labels, training_class_names
+from ddpm_studio.services.conditioning import ConditioningError, training_class_names
 from ddpm_studio.services.control import CHECKPOINT, PREVIEW, RunControl
 from ddpm_studio.services.distributed import Distributed, start
 from ddpm_studio.services.events import (
@@ -64,9 +63,11 @@ from ddpm_studio.services.model_factory import build_model, build_schedule, para
 from ddpm_studio.services.preview import Previewer
 from ddpm_studio.services.run_budget import RunBudget, TrainingClock
 from ddpm_studio.services.run_lock import RunLock, claim_for_training
-from ddpm_studio.services.runs import RunFolder, default_run_name, plan_continue
-from ddpm_studio.services.step_results import PendingSteps, RefusedSteps, non_finite_message
+from ddpm_studio.services.runs import RunFolder, default_run_name
+from ddpm_studio.services.step_results import PendingSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
+from ddpm_studio.services.training_state import checkpoint_payload, load_resume_point, restore_state
+from ddpm_studio.services.training_step import TrainingError, TrainingStep, make_ema, make_optimizer, step_policy
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
@@ -106,28 +107,6 @@ def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterato
     return outcome["value"]
 
 
-class TrainingError(RuntimeError):
-    """The run cannot continue; the message is for the user."""
-
-
-def make_ema(model: torch.nn.Module, optim: config_mod.OptimConfig) -> EMA | PowerEMA:
-    """The run's average of the weights: a power-function EMA (with post-hoc snapshots) or a fixed decay."""
-    if optim.ema == "power":
-        return PowerEMA(model, optim.ema_length, max_snapshots=optim.ema_snapshots)
-    return EMA(model, optim.ema_decay)
-
-
-def step_policy(device: torch.device, distributed: bool) -> tuple[bool, bool]:
-    """(read results in batches, fused AdamW) for a run on ``device``.
-
-    On one CUDA GPU the host reads the steps' results every few steps and a bad step is refused on the device,
-    through the fused optimizer's ``found_inf``; a CPU reads every step for free (and keeps its foreach AdamW:
-    results unchanged), and torchrun's ranks already agree on stopping every step.
-    """
-    deferred = device.type == "cuda" and not distributed
-    return deferred, device.type == "cuda" or deferred
-
-
 class TrainingSession:
     """One training run, new or resumed. Construct cheaply; all work happens in :meth:`steps`."""
 
@@ -157,51 +136,19 @@ class TrainingSession:
         self._healthy = True
         self.distributed = distributed
         self.dist = Distributed()
-        self._stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
         self.clock = time.perf_counter  # the loop's time source (tests give it a fake one)
         self._pending = PendingSteps(deferred=False, clock=self._now)  # steps run but not yet read by the host (see _setup)
-        self._refused: RefusedSteps | None = None  # on a GPU: the device-side record of a refused step
-        self._resident_images: torch.Tensor | bool | None = None  # the data set on the GPU (False: it does not fit)
+        self.training_step: TrainingStep | None = None  # the step's machinery, once the model exists (see _setup)
         self._last_loss: float | None = None
         self._last_lr = 0.0
-        self._restart: RunFolder | None = None  # resume_from is a run folder with no checkpoint: start it again
 
     # ------------------------------------------------------------------ setup
-    def _load_resume(self) -> dict[str, Any] | None:
-        """The checkpoint to resume from, checked; None when a run folder without one starts again from step 0."""
-        assert self.resume_from is not None
-        if self.resume_from.is_dir():  # a run folder: its newest checkpoint, or its saved settings from step 0
-            try:
-                plan = plan_continue(self.resume_from)
-            except ValueError as exc:
-                raise TrainingError(str(exc)) from None
-            if plan.from_scratch:
-                self._restart = plan.run
-                self.cfg = config_mod.from_dict(self.overrides, base=plan.settings) if self.overrides else plan.settings
-                return None
-            self.resume_from = plan.checkpoint
-        ckpt = load_checkpoint(self.resume_from)
-        from ddpm_studio.services.checkpoint_check import check_checkpoint
-
-        # Settings, step, classes and weight shapes are checked before any model is built from them: a crafted
-        # file cannot make this process allocate a huge network, and a mismatch is named precisely.
-        saved = check_checkpoint(ckpt, self.resume_from)
-        cfg = config_mod.from_dict(self.overrides, base=saved) if self.overrides else saved
-        for section in ("model", "diffusion"):
-            if getattr(cfg, section) != getattr(saved, section):
-                raise TrainingError(f"The [{section}] settings cannot change when resuming (the weights depend on them)")
-        if (cfg.data.image_size, cfg.data.channels) != (saved.data.image_size, saved.data.channels):
-            raise TrainingError("Image size and channels cannot change when resuming")
-        if cfg.data.conditional != saved.data.conditional:
-            raise TrainingError("Class-conditional cannot change when resuming (the model's class embedding depends on it)")
-        if cfg.optim.ema != saved.optim.ema:
-            raise TrainingError(f"The EMA kind cannot change when resuming (this run averages its weights with a "
-                                f"{saved.optim.ema} EMA)")
-        self.cfg = cfg
-        return ckpt
-
     def _setup(self) -> Iterator[Any]:
-        ckpt = self._load_resume() if self.resume_from else None
+        resume = load_resume_point(self.resume_from, self.overrides) if self.resume_from else None
+        if resume is not None:
+            self.cfg, self.resume_from = resume.cfg, resume.path
+        ckpt = resume.checkpoint if resume is not None else None
+        restart = resume.restart if resume is not None else None  # a run folder with no checkpoint: start it again
         cfg = config_mod.check(self.cfg)  # type: ignore[arg-type]
         self.cfg = cfg
         torch.manual_seed(cfg.optim.seed)
@@ -211,11 +158,7 @@ class TrainingSession:
             self.device = dataclasses.replace(self.device, device=dev)
         dev = self.device.device
         main = self.dist.is_main
-        resumed_run = None
-        if self._restart is not None:
-            resumed_run = self._restart.path
-        elif ckpt is not None and self.resume_from.parent.name == "checkpoints":  # type: ignore[union-attr]
-            resumed_run = self.resume_from.parent.parent  # type: ignore[union-attr]  # continue in the run's own folder
+        resumed_run = resume.run_dir if resume is not None else None  # continue in the run's own folder
         if resumed_run is not None:
             self._claim(resumed_run)  # locked before the (maybe long) device check and image load
         warnings: list[str] = []
@@ -242,8 +185,8 @@ class TrainingSession:
             self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
         except ConditioningError as exc:
             raise TrainingError(str(exc)) from None
-        if self._restart is not None:
-            self.run = self._restart  # a run with no checkpoint starts again in its own folder
+        if restart is not None:
+            self.run = restart  # a run with no checkpoint starts again in its own folder
             message = f"Run {self.run.name} has no checkpoint yet: starting it again from step 0 with its saved settings"
             log.info(message)
             yield Status(message)
@@ -258,40 +201,10 @@ class TrainingSession:
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
                                          pause_on_failure=not self.dist.enabled)
 
-        self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
-        use_attention(self.model, attention)
-        if cfg.optim.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = make_ema(self.model, cfg.optim)
-        self.schedule = build_schedule(cfg)
-        self._step_schedule = self.schedule.to(dev)  # the step gathers from its tables on the device, without a copy
-        diff, ac = cfg.diffusion, self.schedule.alphas_cumprod
-        probs = timestep_probs(ac, diff.noise_levels, diff.lognormal_mean, diff.lognormal_std)
-        weights = loss_weights(ac, diff.loss_weighting, diff.prediction, gamma=diff.min_snr_gamma, probs=probs)
-        self.timestep_probs = None if probs is None else probs.float().to(dev)
-        self.loss_weights = None if weights is None else weights.to(dev)
-        deferred, fused = step_policy(dev, self.dist.enabled)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                           betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2),
-                                           foreach=not fused, fused=fused or None)
-        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
-        self._pending = PendingSteps(deferred=deferred, clock=self._now)
-        self._refused = RefusedSteps(dev) if deferred and not self.scaler.is_enabled() else None
-        self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
-        self.budget = RunBudget(cfg.optim, TrainingClock())
-        cursor = None
-        if ckpt is not None:
-            cursor = self._restore(ckpt)
-        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from self.generator)
-            torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
-        self.net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
-        if cfg.optim.compile != "off":  # compiles at the first step (previews and EMA use the eager model)
-            self.net = torch.compile(self.net, mode=cfg.optim.compile)
-        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
-                                   rank=self.dist.rank, world=self.dist.world, cursor=cursor)
+        self._build_trainer(cfg, attention, ckpt)
         self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main,
                                         wandb=cfg.schedule.wandb and main, config=config_mod.to_dict(cfg))
-        if (ckpt is not None or self._restart is not None) and main:
+        if (ckpt is not None or restart is not None) and main:
             self.training_log.truncate_after(self.step)  # a re-trained stretch is not logged twice
         self.previewer = Previewer(cfg, self.schedule, self.device, self.data, self.run.previews_dir,
                                    num_classes=len(self.class_names)) if main else None
@@ -309,6 +222,42 @@ class TrainingSession:
         if mps_note:
             log.info(mps_note)
 
+    def _build_trainer(self, cfg: config_mod.RunConfig, attention: str, ckpt: dict[str, Any] | None) -> None:
+        """The model, its EMA, optimizer and random streams, restored from ``ckpt`` when resuming, and the step's
+        machinery over them (:class:`TrainingStep`)."""
+        dev = self.device.device
+        self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
+        use_attention(self.model, attention)
+        if cfg.optim.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = make_ema(self.model, cfg.optim)
+        self.schedule = build_schedule(cfg)
+        deferred, fused = step_policy(dev, self.dist.enabled)
+        self.optimizer = make_optimizer(self.model, cfg.optim, fused)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
+        self._pending = PendingSteps(deferred=deferred, clock=self._now)
+        self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
+        self.budget = RunBudget(cfg.optim, TrainingClock())
+        cursor = None
+        if ckpt is not None:
+            restored = restore_state(ckpt, model=self.model, ema=self.ema, optimizer=self.optimizer, scaler=self.scaler,
+                                     generator=self.generator, world=self.dist.world, distributed=self.dist.enabled)
+            self.step, cursor = restored.step, restored.cursor
+            self.budget.clock.used = restored.train_seconds  # a time budget continues where it stopped
+            self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
+        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from self.generator)
+            torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
+        net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
+        if cfg.optim.compile != "off":  # compiles at the first step (previews and EMA use the eager model)
+            net = torch.compile(net, mode=cfg.optim.compile)
+        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
+                                   rank=self.dist.rank, world=self.dist.world, cursor=cursor)
+        self.training_step = TrainingStep(
+            cfg, self.device, self.dist, self.control, model=self.model, net=net, ema=self.ema,
+            optimizer=self.optimizer, scaler=self.scaler, schedule=self.schedule, data=self.data,
+            num_classes=len(self.class_names), batches=self.batches, generator=self.generator,
+            refuse_on_device=deferred)
+
     def _claim(self, run_path: Path) -> None:
         """One trainer per run folder: rank 0 locks it for the group (a second trainer is refused, naming this one),
         and under torchrun notes the job in run.json, so that a group torchrun restarts finds it (services/elastic.py)."""
@@ -325,179 +274,25 @@ class TrainingSession:
                 fields.setdefault("train_seconds", round(self.budget.clock.seconds, 3))  # a reopened timed run's bar
             self.run.write_status(**fields)
 
-    def _restore(self, ckpt: dict[str, Any]) -> BatchCursor:
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["phema"] if isinstance(self.ema, PowerEMA) else ckpt["ema"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc
-        if "scaler" in ckpt and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step = int(ckpt["step"])
-        self.budget.clock.used = float(ckpt.get("train_seconds", 0.0))  # a time budget continues where it stopped
-        self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
-        rng = ckpt.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "generator" in rng and rng.get("generator_device") == self.device.device.type:
-            self.generator.set_state(rng["generator"])
-        if "cuda" in rng and torch.cuda.is_available() and not self.dist.enabled:  # ranks reseed theirs (see _setup)
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        return BatchCursor.from_global_state(ckpt.get("data", {"epoch": 0, "position": 0}), self.dist.world)
-
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        """One optimisation step over ``grad_accum`` micro-batches; returns (loss, t-bucket sums, counts, lr).
-
-        The pieces, each replaceable on its own: :meth:`_next_batch` (data), :meth:`_noise_for` (which t and ε a
-        batch is trained at), :func:`training_losses` (the objective), :meth:`_apply_update` (the guarded update).
-        """
-        cfg, dev = self.cfg, self.device.device
-        assert cfg is not None
-        lr = lr_at(self.step, cfg.optim, self.budget.time_fraction())
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        total = torch.zeros((), device=dev)
-        sums = counts = None
-        accum = cfg.optim.grad_accum
-        for micro in range(accum):
-            x0, idx = self._next_batch()
-            t, noise = self._noise_for(x0)
-            labels = self._labels_for(idx)  # after the noise draws, so unconditional runs keep their random stream
-            with self.dist.no_sync(self.net, last=micro == accum - 1):
-                losses = training_losses(self.net, self._step_schedule, x0, t, noise, prediction=cfg.diffusion.prediction,
-                                         loss_type=cfg.diffusion.loss, labels=labels, autocast=self.device.autocast)
-                loss = losses.mean()  # the unweighted loss (ε or v) is what we report
-                objective = loss if self.loss_weights is None else (losses * self.loss_weights[t]).mean()
-                self.scaler.scale(objective / accum).backward()
-            total += loss.detach() / accum
-            s, c = bucket_losses(losses, t, self.schedule.num_timesteps)
-            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
-        if self.dist.enabled:
-            total, sums, counts = self._reduce_across_ranks(total, sums, counts)
-        self._apply_update(total)
+        """One optimisation step (see :class:`TrainingStep`) at the learning rate the run's schedule gives it now;
+        returns (loss, t-bucket sums, counts, lr)."""
+        assert self.cfg is not None and self.training_step is not None
+        lr = lr_at(self.step, self.cfg.optim, self.budget.time_fraction())
+        total, sums, counts = self.training_step.run(self.step, lr)
         self.step += 1
-        return total, sums, counts, lr  # type: ignore[return-value]
-
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's next micro-batch: images in [-1, 1] on the device, and their indices in the data set.
-
-        On a GPU a data set that fits is copied there once (uint8) and each batch is gathered there: no
-        per-step copy of pixels from the host, only of the batch's indices.
-        """
-        idx, flip = self.batches.next()
-        dev = self.device.device
-        if self._resident_images is None:
-            self._resident_images = resident_images(self.data.images, dev)
-        if self._resident_images is False:
-            return images_to_batch(self.data.images, idx, flip, dev), idx
-        on_device = idx.to(dev, non_blocking=True), flip.to(dev, non_blocking=True)
-        return images_to_batch(self._resident_images, *on_device, dev), idx  # type: ignore[arg-type]
-
-    def _labels_for(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """A conditional run's class labels for images ``idx`` (None: unconditional), dropped to the null class
-        with ``label_dropout`` and drawn for the global batch, then shared out like the noise."""
-        cfg, world = self.cfg, self.dist.world
-        assert cfg is not None
-        if not self.class_names:
-            return None
-        labels = self.data.labels[idx].to(self.device.device, non_blocking=True)  # a blocking copy waits for the GPU
-        if world > 1:
-            labels = labels.repeat_interleave(world)  # global-batch sized; this rank's rows are its own labels
-        return self.dist.share(drop_labels(labels, cfg.optim.label_dropout, len(self.class_names), self.generator))
-
-    def _noise_for(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The timesteps t (uniform on {0..T-1}, or the run's noise-level distribution) and noise ε for a micro-batch,
-        from the run's own generator (resume is exact).
-
-        Random numbers are drawn for the global batch (world x batch) and each rank keeps its rows: see
-        distributed.py, so an N-process run trains like one process with N times the batch.
-        """
-        dev, share = self.device.device, self.dist.share
-        n = x0.shape[0] * self.dist.world
-        t = share(sample_timesteps(n, self.schedule.num_timesteps, self.generator, dev, self.timestep_probs))
-        noise = share(torch.randn((n, *x0.shape[1:]), generator=self.generator, device=dev))
-        return t, noise
-
-    def _apply_update(self, total: torch.Tensor) -> None:
-        """Clip, then apply the gradients to the weights and the EMA, unless the loss or gradient is not finite.
-
-        A non-finite step is refused before the optimizer applies it, so the weights (and the last checkpoint)
-        stay good: here with a host sync (CPU, MPS, torchrun), or on one CUDA GPU on the device, where the fused
-        optimizer and the EMA skip the update and the host raises at its next read (:meth:`_read_pending`).
-        With fp16 loss scaling the scaler skips overflowing steps itself.
-        """
-        cfg, dev = self.cfg, self.device.device
-        assert cfg is not None
-        self.scaler.unscale_(self.optimizer)
-        if cfg.optim.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        else:
-            norm = torch.zeros((), device=dev)
-        gate = None
-        if self._refused is not None:
-            refused = self._refused.record(self.step + 1, total, norm)
-            self.optimizer.found_inf = refused  # type: ignore[attr-defined]  # fused AdamW skips where this is 1
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf  # type: ignore[attr-defined]
-            gate = 1.0 - refused
-        else:
-            if not self.scaler.is_enabled() and not bool(torch.isfinite(total) & torch.isfinite(norm)):
-                raise TrainingError(non_finite_message(self.step + 1, float(total), float(norm)))
-            self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model, gate)  # on every rank alike (the weights are the same on all)
-
-    def _reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
-                             counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One all-reduce per step: the mean loss and quartile sums over all ranks, and whether any rank was asked to stop.
-
-        So all ranks log the same loss, refuse a non-finite one together, and stop after the same step.
-        """
-        stop = torch.ones(1, device=total.device) if self.control.stop_requested else torch.zeros(1, device=total.device)
-        packed = self.dist.sum(torch.cat([total.view(1).float(), stop, sums.float(), counts.float()]))
-        self._stop_agreed = bool(packed[1] > 0)
-        b = TIMESTEP_BUCKETS
-        return packed[0] / self.dist.world, packed[2 : 2 + b], packed[2 + b : 2 + 2 * b]
+        return total, sums, counts, lr
 
     def _stop_requested(self) -> bool:
         """Under torchrun every rank must stop after the same step: use the request agreed in the last all-reduce."""
-        return self._stop_agreed if self.dist.enabled else self.control.stop_requested
+        return self.training_step.stop_agreed if self.dist.enabled else self.control.stop_requested  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, recent_loss: float | None, val_loss: float | None = None) -> dict[str, Any]:
-        assert self.cfg is not None
-        refused = self._refused.first_refused() if self._refused is not None else None
-        if refused is not None:  # never save a state after a refused step (the weights are frozen before it)
-            raise TrainingError(non_finite_message(*refused))
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
-                               "generator_device": self.device.device.type}
-        if torch.cuda.is_available():  # under torchrun only this rank's GPU: get_rng_state_all would touch every GPU
-            rng["cuda"] = [torch.cuda.get_rng_state()] if self.dist.enabled else torch.cuda.get_rng_state_all()
-        payload = {
-            "config": config_mod.to_dict(self.cfg), "model": self.model.state_dict(), "ema": self._ema_payload(),
-            "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
-            "train_seconds": self.budget.clock.seconds,
-            "data": self.batches.cursor.global_state(self.dist.world), "created": time.time(),
-            "metrics": {"loss": recent_loss, "val_loss": val_loss}, "dataset": self.data.description,
-            "class_names": list(self.class_names),  # empty = unconditional; sampling sizes the class embedding from it
-        }
-        if self.scaler.is_enabled():
-            payload["scaler"] = self.scaler.state_dict()
-        if isinstance(self.ema, PowerEMA):
-            payload["phema"] = self.ema.state_dict()
-        return payload
-
-    def _ema_payload(self) -> dict[str, Any]:
-        """The checkpoint's ``ema`` entry: the weights samples use by default (a power EMA's, rebuilt at its length)."""
-        if isinstance(self.ema, PowerEMA):
-            return {"model": self.ema.model.state_dict(), "num_updates": self.ema.num_updates, "length": self.ema.length}
-        return self.ema.state_dict()
+        return checkpoint_payload(self.cfg, self.training_step, step=self.step,  # type: ignore[arg-type]
+                                  train_seconds=self.budget.clock.seconds, class_names=self.class_names,
+                                  recent_loss=recent_loss, val_loss=val_loss)
 
     def save_checkpoint(self, recent_loss: float | None = None) -> CheckpointSaved | CheckpointFailed:
         """Write the current state (see :class:`Checkpointer` for what happens when that fails)."""
@@ -591,8 +386,7 @@ class TrainingSession:
             if not finished and self.run is not None and self._healthy is False:
                 pass  # never checkpoint a failed state: the last good checkpoint stays the newest
             elif (not finished and self.checkpointer is not None and self.step > self.checkpointer.last_saved_step
-                  and hasattr(self, "batches") and self.dist.is_main
-                  and (self._refused is None or self._refused.first_refused() is None)):
+                  and self.dist.is_main and self.training_step is not None and self.training_step.first_refused() is None):
                 # Closed from outside (GeneratorExit) without a stop request: still keep the work.
                 self.save_checkpoint()
                 self._status(state="stopped", step=self.step)
@@ -616,7 +410,7 @@ class TrainingSession:
         cfg = self.cfg
         assert cfg is not None
         results, seconds = self._pending.read()
-        refused = self._refused.first_refused() if self._refused is not None and results else None
+        refused = self.training_step.first_refused() if results else None  # type: ignore[union-attr]
         total_steps = cfg.optim.total_steps
         speed = self._speed
         for result in results:

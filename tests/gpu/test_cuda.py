@@ -51,7 +51,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, precision, conditiona
             session._train_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert session._refused is not None and session._resident_images is not False
+    assert session.training_step.refused is not None and session.training_step.resident_images is not False
     events.close()
 
 

@@ -1,6 +1,6 @@
 """``train --resume`` runs the same checks as ``sample`` before building a model from a checkpoint.
 
-``TrainingSession._load_resume`` calls ``services.checkpoint_check.check_checkpoint``. Without it, a checkpoint
+``training_state.load_resume_point`` calls ``services.checkpoint_check.check_checkpoint``. Without it, a checkpoint
 whose settings describe a network of billions of parameters makes ``train --resume`` allocate it (the child below is capped at
 6 GB of address space so the test cannot exhaust the machine), NaN weights are trained on, and a
 damaged step or EMA entry gives a Python error text instead of a sentence.

@@ -201,6 +201,6 @@ def test_checkpoints_from_before_the_recipe_options_resume_and_sample_with_their
     session = TrainingSession(resume_from=path, overrides={"optim": {"total_steps": 4}})
     events = collect(session)
     assert events[-1].reason == "completed" and session.cfg.optim.ema == "fixed"
-    assert session.loss_weights is not None and session.timestep_probs is None
+    assert session.training_step.loss_weights is not None and session.training_step.timestep_probs is None
     # Without γ the old meaning was the plain loss.
     assert c.with_legacy_defaults({"diffusion": {"min_snr_gamma": 0.0}})["diffusion"]["loss_weighting"] == "uniform"

@@ -35,7 +35,7 @@ def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, ti
         events = run(session)
         outcomes[deferred] = (session, events)
     (plain, plain_events), (batched, batched_events) = outcomes[False], outcomes[True]
-    assert batched._refused is not None and plain._refused is None
+    assert batched.training_step.refused is not None and plain.training_step.refused is None
 
     def progress(events):
         return [(e.step, e.loss, e.lr) for e in events if isinstance(e, ev.TrainProgress)]
