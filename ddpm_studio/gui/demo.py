@@ -87,7 +87,7 @@ def run_demo(handle: Any, scenario: str) -> None:
             from ddpm_studio.services.config import SampleConfig
 
             latest = studio.runs.current_run.latest_checkpoint()
-            studio.generate.add_model(str(latest.path))
+            studio.models.add_model(str(latest.path))
             studio.generate.set_sample_config(SampleConfig(num_images=24, sample_batch_size=24, steps=50))
             studio.generate.generate()
 

@@ -23,8 +23,11 @@ from ddpm_studio import __version__
 from ddpm_studio.gui import dialogs
 from ddpm_studio.gui.preferences import Preferences
 from ddpm_studio.gui.presenters.generate import GeneratePresenter
+from ddpm_studio.gui.presenters.model_sources import ModelSourcesPresenter
+from ddpm_studio.gui.presenters.nearest import NearestPresenter
 from ddpm_studio.gui.presenters.notifications import NotificationsPresenter
 from ddpm_studio.gui.presenters.runs import RunsPresenter
+from ddpm_studio.gui.presenters.save_results import SaveResultsPresenter
 from ddpm_studio.gui.presenters.settings import SettingsPresenter
 from ddpm_studio.gui.presenters.training import TrainingPresenter
 from ddpm_studio.gui.views.main_window import MainWindow
@@ -61,7 +64,12 @@ class Studio(QObject):
                                           notifier_factory=self.notifications.new_notifier)
         self.settings = SettingsPresenter(w.settings_panel, w.dataset_panel, ask, prefs, self.tasks)
         self.runs = RunsPresenter(w.runs_panel, w.checkpoints_panel, ask, prefs, self.tasks)
-        self.generate = GeneratePresenter(w.generate_panel, ask, prefs, self.tasks)
+        # The Generate tab: one panel, a presenter per part (which model, its sampling jobs, and their results'
+        # nearest training images and saving).
+        self.models = ModelSourcesPresenter(w.generate_panel, ask, prefs, self.tasks)
+        self.generate = GeneratePresenter(w.generate_panel, ask, prefs)
+        self.nearest = NearestPresenter(w.generate_panel, ask, self.tasks)
+        self.saving = SaveResultsPresenter(w.generate_panel, ask)
         self._wire()
         self._menus()
         w.close_handler = self.can_close
@@ -79,8 +87,8 @@ class Studio(QObject):
 
     def _wire(self) -> None:
         """Who hears whom: the run state flows out of the training presenter, requests flow into it."""
-        training, settings, runs, generate, notifications = (self.training, self.settings, self.runs, self.generate,
-                                                             self.notifications)
+        training, settings, runs, notifications = self.training, self.settings, self.runs, self.notifications
+        models, generate, nearest, saving = self.models, self.generate, self.nearest, self.saving
         wiring: list[tuple[Any, ...]] = [  # (signal, every slot that hears it)
             (settings.verdictChanged, training.set_verdict, lambda verdict: runs.on_config(verdict.cfg)),
             (training.stateChanged, lambda state: settings.set_run_active(state.active),
@@ -88,17 +96,20 @@ class Studio(QObject):
             (training.runStarted, runs.on_run_started),
             (training.checkpointSaved, runs.on_checkpoint_saved),
             (training.runEnded, runs.on_run_ended, self._on_run_ended),
-            (training.liveModelChanged, generate.set_live_model),
+            (training.liveModelChanged, models.set_live_model, generate.set_live_model, nearest.set_live_model),
             (training.continueRequested, runs.continue_run),
             (training.settingsEdited, settings.set_values),
             (training.notified, notifications.show),
             (runs.runOpened, lambda history: settings.set_config(history.cfg), training.show_history),
             (runs.resumeRequested, training.resume_from),
             (runs.keepLastChanged, settings.set_keep_last, training.set_keep_last),
-            (runs.checkpointsChanged, generate.set_run_checkpoints),
-            (runs.generateRequested, generate.add_model),
+            (runs.checkpointsChanged, models.set_run_checkpoints),
+            (runs.generateRequested, models.add_model),
+            (models.revealRequested, self.w.show_generate),
+            (models.runImported, lambda _run: runs.refresh_runs()),
+            (models.modelChanged, generate.set_model_info),
             (generate.revealRequested, self.w.show_generate),
-            (generate.runImported, lambda _run: runs.refresh_runs()),
+            (generate.resultsChanged, nearest.set_results, saving.set_results),
         ]
         for signal, *slots in wiring:
             for slot in slots:
@@ -166,7 +177,7 @@ class Studio(QObject):
             self.torch_ready = True
             self.w.status.set_device(f"Device: {info['reason']}")
             self.settings.go_live()
-            self.generate.torch_ready()
+            self.models.torch_ready()
             if offer_interrupted:
                 self.runs.offer_interrupted()
 

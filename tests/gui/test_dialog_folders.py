@@ -63,7 +63,7 @@ def test_save_and_open_dialogs_start_in_the_last_folder_for_their_purpose(app_ha
     studio.settings.browse_folder()
     file_dialogs["answer"] = ""
     studio.prefs.runs_dir().mkdir(parents=True, exist_ok=True)
-    studio.generate.browse()  # a checkpoint: the runs folder until one was chosen
+    studio.models.browse()  # a checkpoint: the runs folder until one was chosen
     assert file_dialogs["starts"][-1] == str(studio.prefs.runs_dir())
     studio.settings.browse_folder()
     assert file_dialogs["starts"][-1] == str(photos)

@@ -175,7 +175,7 @@ def test_run_failure_shows_message_and_app_stays_usable(app_handle, dialogs, qtb
 
 
 def test_generate_from_live_model_while_training(app_handle, dialogs, qtbot) -> None:
-    from ddpm_studio.gui.presenters.generate import LIVE
+    from ddpm_studio.gui.presenters.model_sources import LIVE
 
     studio, w = app_handle.studio, app_handle.window
     studio.settings.set_config(tiny_config(data={"source": "demo"}, schedule={"preview_every": 0}))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ddpm_studio.gui.presenters.generate import EMA_FIXED_REASON, EMA_LIVE_REASON
+from ddpm_studio.gui.presenters.model_sources import EMA_FIXED_REASON, EMA_LIVE_REASON
 from ddpm_studio.services.config import SampleConfig
 from ddpm_studio.services.runs import RunFolder
 from tests.gui.conftest import tiny_config
@@ -35,7 +35,7 @@ def runs(tmp_path_factory: Any) -> dict[str, RunFolder]:
 
 
 def choose(studio: Any, path: Path | str) -> None:
-    studio.generate.add_model(str(path))
+    studio.models.add_model(str(path))
     assert studio.w.generate_panel.source_value() == str(path)
 
 
@@ -90,8 +90,8 @@ def test_the_live_model_has_no_ema_length_choice(app_handle, qtbot, runs) -> Non
 
     studio, panel = app_handle.studio, app_handle.window.generate_panel
     run = runs["power"]
-    studio.generate.set_run_checkpoints(str(run.path), [(c.step, str(c.path)) for c in run.checkpoints()])
-    studio.generate.set_live_model(LiveModel(str(run.path), (), lambda: Future()))
+    studio.models.set_run_checkpoints(str(run.path), [(c.step, str(c.path)) for c in run.checkpoints()])
+    studio.models.set_live_model(LiveModel(str(run.path), (), lambda: Future()))
     panel.source.setCurrentIndex(0)
     assert panel.source_value() == "live"
     assert not panel.ema_length.isEnabled() and panel.ema_length.toolTip() == EMA_LIVE_REASON

@@ -33,7 +33,7 @@ def checkpoints(tmp_path_factory: Any) -> dict[str, Path]:
 
 
 def choose(studio: Any, path: Path) -> None:
-    studio.generate.add_model(str(path))
+    studio.models.add_model(str(path))
     assert studio.w.generate_panel.source_value() == str(path)
 
 

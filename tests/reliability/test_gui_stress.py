@@ -120,7 +120,7 @@ def test_random_clicks_never_deadlock_crash_or_leak_threads(app_handle, dialogs,
                                                             monkeypatch: pytest.MonkeyPatch, qtlog) -> None:
     from ddpm_studio.core.checkpoint import load_checkpoint
     from ddpm_studio.gui import dialogs as dlg
-    from ddpm_studio.gui.presenters.generate import LIVE
+    from ddpm_studio.gui.presenters.model_sources import LIVE
     from ddpm_studio.services.runs import list_runs
 
     rng = random.Random(SEED)

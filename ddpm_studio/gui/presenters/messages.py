@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import events as ev
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,26 @@ class LiveModel:
     run_dir: str
     class_names: tuple[str, ...]
     snapshot: Callable[[], Future[Any]]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model chosen in Generate offers the sampler form: its classes (None: unknown yet, (): unconditional)
+    and its run's own EMA length when it can rebuild others (a power EMA), else the reason it cannot."""
+
+    classes: tuple[str, ...] | None
+    ema_length: float | None
+    ema_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ShownResults:
+    """The images the Generate panel shows: made by a ``generate`` or ``interpolate`` job from ``source`` (the model
+    chosen for it: a checkpoint or run folder, or the live model's choice value)."""
+
+    kind: str
+    result: ev.SamplesReady
+    source: str
 
 
 @dataclass(frozen=True)

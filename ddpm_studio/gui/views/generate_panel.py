@@ -45,9 +45,12 @@ from ddpm_studio.services import config as config_mod
 
 
 class GeneratePanel(QWidget):
-    """The generate presenter's view."""
+    """The view of the Generate tab's presenters (GenerateView: model sources, sampling, nearest images, saving)."""
 
-    requested = Signal(str)  # generate, interpolate, evaluate, cancel, browse, save_selected, save_all, save_grid, save_gif
+    requested = Signal(str)  # generate, interpolate, evaluate, cancel
+    browseRequested = Signal()
+    nearestRequested = Signal()
+    saveRequested = Signal(str)  # selected, all, grid, gif
     sourceChanged = Signal(str)  # the chosen model's value (a checkpoint or run folder path, the live model, or "")
     settingsChanged = Signal()
     emaLengthChanged = Signal()
@@ -72,7 +75,7 @@ class GeneratePanel(QWidget):
         self.browse.setToolTip("Choose a checkpoint file (.pt), or the model_index.json of a diffusers model folder "
                                "(a UNet2DModel with a DDPMScheduler, e.g. google/ddpm-cifar10-32), which is imported "
                                "as a run you can sample from and continue training")
-        self.browse.clicked.connect(lambda: self.requested.emit("browse"))
+        self.browse.clicked.connect(lambda: self.browseRequested.emit())
         self.source.currentIndexChanged.connect(lambda _i: self.sourceChanged.emit(self.source_value()))
         mrow.addWidget(self.source, 1)
         mrow.addWidget(self.browse)
@@ -160,7 +163,7 @@ class GeneratePanel(QWidget):
         self.nearest_button = QPushButton("Nearest training images")
         self.nearest_button.setObjectName("nearest_button")
         self.nearest_button.setToolTip(NEAREST_TIP)
-        self.nearest_button.clicked.connect(lambda: self.requested.emit("nearest"))
+        self.nearest_button.clicked.connect(lambda: self.nearestRequested.emit())
         self.nearest_button.setEnabled(False)
         saves.addWidget(self.nearest_button)
         saves.addStretch(1)
@@ -175,7 +178,7 @@ class GeneratePanel(QWidget):
             button = QPushButton(text)
             button.setObjectName(f"save_{key}")
             button.setToolTip(tip)
-            button.clicked.connect(lambda _c=False, k=key: self.requested.emit(f"save_{k}"))
+            button.clicked.connect(lambda _c=False, k=key: self.saveRequested.emit(k))
             button.setEnabled(False)
             saves.addWidget(button)
             self.save_buttons[key] = button

@@ -161,17 +161,30 @@ class CheckpointsView(Protocol):
     def set_run_active(self, active: bool) -> None: ...
 
 
-# -- generate: model choice, sampler settings, jobs and their results ----------------------------------
-class GenerateView(Protocol):
-    # a job (generate, interpolate, evaluate), cancel, browse, nearest, or save_selected / _all / _grid / _gif
-    requested = Signal(str)
+# -- generate: one panel, a view per presenter (model sources, sampling, nearest images, saving) ---------------
+class PanelTaskView(Protocol):
+    def show_task(self, text: str, done: int = 0, total: int = 0) -> None:
+        """A background task of the panel (importing a model, finding nearest images) on the progress bar;
+        ``total`` 0: how far is unknown. Browse… is off until :meth:`end_task`."""
+
+    def end_task(self, text: str) -> None: ...
+
+
+class ModelSourcesView(PanelTaskView, Protocol):
+    browseRequested = Signal()  # Browse… (the presenter opens the dialog)
     sourceChanged = Signal(str)  # the model chosen: a checkpoint or run folder, LIVE, or "" (none)
-    settingsChanged = Signal()  # any sampler setting edited
-    emaLengthChanged = Signal()  # the user chose another EMA length (the presenter may sample again with it)
 
     def set_sources(self, sources: list[tuple[str, str]], select: str | None = None) -> None: ...
     def source_value(self) -> str: ...
     def set_model_classes(self, classes: tuple[str, ...] | None) -> None: ...
+
+
+class SamplingView(Protocol):
+    requested = Signal(str)  # a job (generate, interpolate, evaluate) or cancel
+    settingsChanged = Signal()  # any sampler setting edited
+    emaLengthChanged = Signal()  # the user chose another EMA length (the presenter may sample again with it)
+
+    def source_value(self) -> str: ...  # the model chosen (ModelSourcesView's), which a job samples
     def sample_config(self) -> tuple[SampleConfig, list[str]]: ...
     def set_sample_config(self, cfg: SampleConfig) -> None: ...
     def interp_config(self) -> tuple[InterpolationConfig, list[str]]: ...
@@ -182,17 +195,27 @@ class GenerateView(Protocol):
     def set_busy(self, busy: bool) -> None: ...
     def show_progress(self, text: str, done: int, total: int, frame: np.ndarray | None) -> None: ...
     def set_message(self, text: str) -> None: ...
-    def show_task(self, text: str, done: int = 0, total: int = 0) -> None:
-        """A background task of the panel (importing a model, finding nearest images) on the progress bar;
-        ``total`` 0: how far is unknown. Browse… is off until :meth:`end_task`."""
-
-    def end_task(self, text: str) -> None: ...
     def show_failure(self, title: str, message: str) -> None: ...
     def show_results(self, images: np.ndarray, paths: tuple[str, ...], has_gif: bool) -> None: ...
     def show_strip(self, images: np.ndarray, strip_path: str | None, frames: int) -> None: ...
     def show_report(self, lines: tuple[str, ...], path: str | None, grid: str | None = None) -> None: ...
+
+
+class NearestView(PanelTaskView, Protocol):
+    nearestRequested = Signal()  # Nearest training images (of the first selected sample)
+
     def selected_indices(self) -> list[int]: ...
     def show_neighbours(self, index: int, sample: np.ndarray, images: np.ndarray, captions: list[str], verdict: str,
                         copy: bool) -> None:
         """Sample ``index`` (H, W, C) beside its nearest training images (k, H, W, C), each with a caption, and the
         copy verdict in words."""
+
+
+class SaveResultsView(Protocol):
+    saveRequested = Signal(str)  # what to save: selected, all, grid or gif
+
+    def selected_indices(self) -> list[int]: ...
+
+
+class GenerateView(ModelSourcesView, SamplingView, NearestView, SaveResultsView, Protocol):
+    """The Generate panel: one widget, the view of each of its presenters."""
