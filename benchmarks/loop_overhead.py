@@ -94,9 +94,9 @@ def run(steps: int, chunk: int, precision: str, preset: str, batch: int, runs_di
     engine, _ = engine_step(preset, batch, precision, image_size=cfg.data.image_size)
     session = TrainingSession(cfg, runs_dir=runs_dir, run_name="loop-overhead")
     try:  # as the CLI's train (its handlers cost nothing until a signal comes)
-        from ddpm_studio.cli import _request_signals
+        from ddpm_studio.cli.signals import request_signals
 
-        _request_signals(session.control)
+        request_signals(session.control)
     except ImportError:  # a version without them
         pass
     printer = EventPrinter(stream=_Terminal())

@@ -1,6 +1,7 @@
 """The layers stay apart, checked on the import graph and the syntax tree (ast), so CI fails when they mix.
 
-- core/ and services/ never import Qt, pyqtgraph or the app; core/ never imports services/ (imports point down).
+- core/ and services/ never import Qt, pyqtgraph or the app; core/ never imports services/ (imports point down);
+  the CLI imports the app in one place only (cli/launch.py, for the bare command).
 - The app uses a training session only through its public API (``SESSION_API``): no gui module reads or
   assigns anything else of a session (``session.cfg``, ``getattr(session, "ema")``, ...).
 - Presenters import no widget (only the view Protocols) and no QtWidgets/QtGui; views import no presenter.
@@ -40,11 +41,18 @@ def imported(tree: ast.Module) -> Iterator[tuple[int, str]]:
                 yield node.lineno, f"{node.module}.{alias.name}"
 
 
+#: The one module of the CLI that may import the app: the bare command opens the window.
+CLI_LAUNCHER = "/cli/launch.py"
+
+
 def import_violations(package: Path) -> list[str]:
     found = []
     for layer, banned in (("core", (*QT, "ddpm_studio.gui", "ddpm_studio.services", "ddpm_studio.cli")),
-                          ("services", (*QT, "ddpm_studio.gui", "ddpm_studio.cli"))):
+                          ("services", (*QT, "ddpm_studio.gui", "ddpm_studio.cli")),
+                          ("cli", (*QT, "ddpm_studio.gui"))):
         for name, tree in modules(package, layer):
+            if name.endswith(CLI_LAUNCHER):
+                continue
             for line, module in imported(tree):
                 if module.split(".")[0] in banned or any(module == b or module.startswith(b + ".") for b in banned):
                     found.append(f"{name}:{line} imports {module}")
@@ -88,6 +96,15 @@ def gui_layer_violations(package: Path) -> list[str]:
 
 def test_core_and_services_import_no_qt_and_point_down() -> None:
     assert import_violations(PACKAGE) == []
+
+
+def test_the_import_check_lets_only_the_launcher_of_the_cli_import_the_app(tmp_path: Path) -> None:
+    package = tmp_path / "ddpm_studio"
+    (package / "cli").mkdir(parents=True)
+    (package / "cli" / "launch.py").write_text("def f():\n    from ddpm_studio.gui import main\n")
+    (package / "cli" / "runs.py").write_text("def f():\n    from ddpm_studio.gui.studio import Studio\n")
+    assert import_violations(package) == ["ddpm_studio/cli/runs.py:2 imports ddpm_studio.gui.studio",
+                                          "ddpm_studio/cli/runs.py:2 imports ddpm_studio.gui.studio.Studio"]
 
 
 def test_the_app_uses_only_the_sessions_public_api() -> None:

@@ -95,7 +95,7 @@ def test_the_budget_ends_at_its_minutes_or_its_steps():
 
 
 def test_cli_takes_minutes_as_the_time_budget_and_steps_alone_as_a_step_run():
-    from ddpm_studio.cli import build_parser, overrides_from
+    from ddpm_studio.cli.parser import build_parser, overrides_from
 
     parser = build_parser()
     timed = overrides_from(parser.parse_args(["train", "--minutes", "10"]))
