@@ -36,7 +36,7 @@ from ddpm_studio.core.sampler_catalog import sampler_help, spacing_help, uses_st
 from ddpm_studio.core.unet_config import UNetConfig, preset_config
 
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
-MODEL_PRESETS = ("tiny", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
+MODEL_PRESETS = ("tiny", "small", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
 SCHEDULES = BETA_SCHEDULE_NAMES
 LR_SCHEDULES = ("constant", "cosine", "linear", "wsd")
 EMA_KINDS = ("power", "fixed")
@@ -78,7 +78,7 @@ class DataConfig:
 class ModelConfig:
     """The U-Net: a named preset, optionally overridden field by field."""
 
-    preset: str = setting("laptop", "Model preset", "laptop: a few million parameters, trains on a CPU; cifar10: the paper's 35.7M model; tiny: for tests.", choices=MODEL_PRESETS)
+    preset: str = setting("small", "Model preset", "small: 1.1M parameters, the fastest to learn on a CPU (about 1.4x the laptop's images/s, and on the demo shapes a better score after the same images: docs/quality_per_compute.md); laptop: 2.7M, a wider deepest level, for more varied images or longer runs; cifar10: the paper's 35.7M model (GPU); tiny: for tests.", choices=MODEL_PRESETS)
     base_channels: int | None = setting(None, "Base channels", "Width of the first U-Net level (multiple of 32). Empty = preset's value.", min=32, max=512, optional=True)
     channel_mults: tuple[int, ...] | None = setting(None, "Channel multipliers", "Width of each level as a multiple of base channels, e.g. 1,2,2,2. Empty = preset's value.", optional=True)
     num_res_blocks: int | None = setting(None, "Residual blocks per level", "Empty = preset's value.", min=1, max=8, optional=True)
@@ -108,7 +108,7 @@ class OptimConfig:
 
     batch_size: int = setting(32, "Batch size", "Images per optimisation step (per device).", min=1, max=4096)
     grad_accum: int = setting(1, "Gradient accumulation", "Micro-batches summed per step; the effective batch is batch size × this.", min=1, max=256)
-    lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the small presets (tiny, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
+    lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the CPU presets (tiny, small, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
     warmup_steps: int = setting(100, "Warm-up steps", "Learning rate rises linearly from 0 over these steps (paper: 5000).", min=0, max=1_000_000)
     lr_schedule: str = setting("constant", "LR schedule", "After the warm-up: constant; cosine or linear: a decay to zero over the whole run (the time budget or the last step, whichever comes first); wsd: constant, then a linear decay to zero over the run's last part (LR decay share). A decay fitted to the run anneals the weights at its end; constant suits a run you will extend.", choices=LR_SCHEDULES)
     lr_decay_share: float = setting(0.2, "LR decay share", "wsd schedule: the share of the run (after the warm-up) over which the rate falls to zero at the end.", min=0.01, max=1.0)
@@ -447,6 +447,7 @@ def _legacy_loss_weighting(diffusion: dict[str, Any]) -> str:
 #: config (config.toml or a checkpoint's) that lacks one was made before it existed; a new run gets the default.
 #: A value may be a function of the saved section, when the old meaning depended on another setting.
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"preset": "laptop"},  # the default until the small preset (issue 17)
     "diffusion": {"prediction": "epsilon", "noise_levels": "uniform", "loss_weighting": _legacy_loss_weighting},
     "optim": {"ema": "fixed", "train_minutes": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999},
 }

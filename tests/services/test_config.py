@@ -62,13 +62,17 @@ def test_every_field_has_label_and_help():
             c.field_kind(f)
 
 
-def test_a_saved_run_without_a_newer_setting_keeps_the_value_it_was_trained_with(tmp_path):
-    """Runs saved before v-prediction existed trained ε: their config.toml must not be read as the new default."""
+@pytest.mark.parametrize("section, key, saved, new", [
+    ("diffusion", "prediction", "epsilon", "v"),  # runs saved before v-prediction existed trained ε
+    ("model", "preset", "laptop", "small"),  # runs saved before the small preset became the default were the laptop
+])
+def test_a_saved_run_without_a_newer_setting_keeps_the_value_it_was_trained_with(tmp_path, section, key, saved, new):
+    """A run's config.toml that lacks a setting predates it: it must not be read as the new default."""
     path = tmp_path / "config.toml"
     c.save_config_file(c.RunConfig(), path)
     text = path.read_text(encoding="utf-8")
-    old = "\n".join(line for line in text.splitlines() if not line.startswith("prediction"))
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key} ="))
     assert old != text
     path.write_text(old, encoding="utf-8")
-    assert c.load_config_file(path, saved_run=True).diffusion.prediction == "epsilon"
-    assert c.load_config_file(path).diffusion.prediction == c.DiffusionConfig().prediction == "v"  # a template for a new run
+    assert getattr(getattr(c.load_config_file(path, saved_run=True), section), key) == saved
+    assert getattr(getattr(c.load_config_file(path), section), key) == new  # a template for a new run
