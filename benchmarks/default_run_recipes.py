@@ -1,11 +1,13 @@
-"""Recipes at the default run's own setting: the laptop U-Net at 32x32 on the demo shapes, at equal images seen.
+"""Recipes at the default run's own setting: a CPU U-Net at 32x32 on the demo shapes, at equal images or CPU time.
 
 Why: `quality_per_compute.py --quick` compares recipes at 16x16, where a run is cheap. What a user gets from
 `ddpm-studio train` is the 32x32 laptop run of about ten minutes; this script trains that run with each recipe
 for the same number of images (``--images``, default 28,800: ten minutes on a 2-core float32 CPU), saves a
 checkpoint at a third, two thirds and the end, and scores each with `ddpm-studio evaluate` (the demo detector, the
 default sampler, the same seed). It drives the CLI exactly as a user would (training is seeded, so the scores do
-not depend on the machine or its load; the seconds do).
+not depend on the machine or its load; the seconds do). Every run starts from the laptop preset (``--preset
+laptop``, the default when these were first run); the ``mults-1-2-2`` recipes are the ``small`` preset that became
+the default after them, trained for more images so that they cost the same CPU time (:data:`EQUAL_COMPUTE`).
 
     python benchmarks/default_run_recipes.py [--out DIR] [--images 28800] [--eval-images 128] [--threads 1]
         [--recipes NAME,NAME]
@@ -35,13 +37,21 @@ RECIPES: dict[str, tuple[int, list[str]]] = {
     "b16-dropout0-minsnr5": (16, ["--dropout", "0", "--loss-weighting", "min-snr"]),
     "b16-dropout0-minsnr2": (16, ["--dropout", "0", "--loss-weighting", "min-snr", "--min-snr-gamma", "2"]),
     "b32-dropout0-minsnr5": (32, ["--dropout", "0", "--loss-weighting", "min-snr"]),
-    "new-defaults": (32, []),
+    "new-defaults": (32, []),  # Min-SNR, the defaults after it (the laptop U-Net)
+    "cosine-lr": (32, ["--lr-schedule", "cosine"]),
+    "mults-1-2-2": (32, ["--channel-mults", "1,2,2"]),
+    "mults-1-2-2-cosine-lr": (32, ["--channel-mults", "1,2,2", "--lr-schedule", "cosine"]),
 }
+
+#: Recipes whose network is faster than the laptop preset's train for more images, so that every row costs about the
+#: same CPU time: the ratio of bare training-step throughputs measured side by side (benchmarks/engine_figures.py
+#: style, 2 threads, float32): channel mults 1,2,2 ran 66.9 img/s where the laptop preset ran 47.9.
+EQUAL_COMPUTE: dict[str, float] = {"mults-1-2-2": 66.9 / 47.9, "mults-1-2-2-cosine-lr": 66.9 / 47.9}
 
 
 def train(out: Path, name: str, images: int, batch: int, flags: list[str], env: dict[str, str]) -> None:
     steps = images // batch
-    cmd = ["ddpm-studio", "train", "--runs-dir", str(out / "runs"), "--name", name, "--source", "demo",
+    cmd = ["ddpm-studio", "train", "--runs-dir", str(out / "runs"), "--name", name, "--source", "demo", "--preset", "laptop",
            "--train-minutes", "0", "--total-steps", str(steps), "--batch-size", str(batch),
            "--checkpoint-every", str(steps // 3), "--keep-last", "10", "--preview-every", "1000000",
            "--log-every", "50", *flags]
@@ -74,9 +84,11 @@ def main() -> None:
     rows = []
     for name in args.recipes.split(","):
         batch, flags = RECIPES[name]
+        images = args.images * EQUAL_COMPUTE.get(name, 1.0)
+        images = int(images // (3 * batch)) * 3 * batch
         ckpt_dir = args.out / "runs" / name / "checkpoints"
         if not sorted(ckpt_dir.glob("step_*.pt")):
-            train(args.out, name, args.images, batch, flags, env)
+            train(args.out, name, images, batch, flags, env)
         for ckpt in sorted(ckpt_dir.glob("step_*.pt")):
             step = int(ckpt.stem.split("_")[1])
             report = evaluation(args.out, name, ckpt, args.eval_images, env)
