@@ -236,26 +236,26 @@ class TrainingSession:
         self.optimizer = make_optimizer(self.model, cfg.optim, fused)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
         self._pending = PendingSteps(deferred=deferred, clock=self._now)
-        self.generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)
+        generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)  # t, ε and labels are drawn from it
         self.budget = RunBudget(cfg.optim, TrainingClock())
         cursor = None
         if ckpt is not None:
             restored = restore_state(ckpt, model=self.model, ema=self.ema, optimizer=self.optimizer, scaler=self.scaler,
-                                     generator=self.generator, world=self.dist.world, distributed=self.dist.enabled)
+                                     generator=generator, world=self.dist.world, distributed=self.dist.enabled)
             self.step, cursor = restored.step, restored.cursor
             self.budget.clock.used = restored.train_seconds  # a time budget continues where it stopped
             self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
-        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from self.generator)
+        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from the run's generator)
             torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
         net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
         if cfg.optim.compile != "off":  # compiles at the first step (previews and EMA use the eager model)
             net = torch.compile(net, mode=cfg.optim.compile)
-        self.batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
-                                   rank=self.dist.rank, world=self.dist.world, cursor=cursor)
+        batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
+                              rank=self.dist.rank, world=self.dist.world, cursor=cursor)
         self.training_step = TrainingStep(
             cfg, self.device, self.dist, self.control, model=self.model, net=net, ema=self.ema,
             optimizer=self.optimizer, scaler=self.scaler, schedule=self.schedule, data=self.data,
-            num_classes=len(self.class_names), batches=self.batches, generator=self.generator,
+            num_classes=len(self.class_names), batches=batches, generator=generator,
             refuse_on_device=deferred)
 
     def _claim(self, run_path: Path) -> None:

@@ -21,6 +21,7 @@ from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services.batches import BatchCursor
 from ddpm_studio.services.runs import RunFolder, plan_continue
+from ddpm_studio.services.step_results import non_finite_message
 from ddpm_studio.services.training_step import TrainingError, TrainingStep
 
 
@@ -94,8 +95,6 @@ def checkpoint_payload(cfg: config_mod.RunConfig, trainer: TrainingStep, *, step
     """
     refused = trainer.first_refused()
     if refused is not None:
-        from ddpm_studio.services.step_results import non_finite_message
-
         raise TrainingError(non_finite_message(*refused))
     dist = trainer.dist
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": trainer.generator.get_state(),
