@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 #: move): the tiny U-Net on 16x16 demo shapes, ε-prediction on the paper's linear schedule, 6,000 steps of batch 32,
 #: lr 1e-3 with a cosine decay after 200 warm-up steps, EMA 0.999, float32 on the CPU, seed 0. Training it again
 #: reproduces the checkpoint (the demo set and every random draw are seeded); settings added to the app later must
-#: default to their old behaviour (config.LEGACY_DEFAULTS) or be pinned here.
+#: default to their old behaviour (config_files.LEGACY_DEFAULTS) or be pinned here.
 RECIPE: dict[str, dict[str, Any]] = {
     "data": {"source": "demo", "image_size": 16, "channels": 3, "hflip": True, "conditional": False},
     "model": {"preset": "tiny", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1,

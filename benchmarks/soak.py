@@ -179,6 +179,7 @@ def soak_gui(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
 def soak_cli(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The engine alone: ``python -m ddpm_studio train`` in a child; its RSS from /proc, its step from metrics.jsonl."""
     from ddpm_studio.services import config as config_mod
+    from ddpm_studio.services import config_files
     from ddpm_studio.services.metrics import read_metrics
 
     data_path = ""
@@ -188,7 +189,7 @@ def soak_cli(args: argparse.Namespace, runs_dir: str) -> tuple[list[dict[str, An
         data_path = str(Path(runs_dir).parent / "shapes")
         write_demo_folder(data_path, n=4096, image_size=args.image_size, seed=0)
     cfg_path = Path(runs_dir) / "soak.toml"
-    cfg_path.write_text(config_mod.to_toml(config_mod.from_dict(soak_config(args, data_path))), encoding="utf-8")
+    cfg_path.write_text(config_files.to_toml(config_mod.from_dict(soak_config(args, data_path))), encoding="utf-8")
     env = dict(os.environ, DDPM_STUDIO_RUNS_DIR=runs_dir)
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_studio", "train", "--config", str(cfg_path), "--name", "soak"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,6 +13,7 @@ from ddpm_studio.cli.parser import overrides_from
 from ddpm_studio.cli.signals import run_with_ctrl_c
 from ddpm_studio.cli_progress import EventPrinter
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A run folder: its newest complete checkpoint, or from step 0 when it has none (the session says which).
         session = TrainingSession(resume_from=resume, overrides=overrides, runs_dir=args.runs_dir, distributed=distributed)
     else:
-        base = config_mod.load_config_file(args.config) if args.config else config_mod.RunConfig()
+        base = config_files.load_config_file(args.config) if args.config else config_mod.RunConfig()
         cfg = config_mod.check(config_mod.from_dict(overrides, base=base))
         if args.find_batch_size:
             from ddpm_studio.services.batch_fit import BatchFitError, fit_config

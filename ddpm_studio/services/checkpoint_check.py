@@ -19,6 +19,7 @@ import torch
 
 from ddpm_studio.core.checkpoint import CheckpointError
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services.model_factory import build_model
 
 
@@ -29,7 +30,7 @@ def checked_config(ckpt: dict[str, Any], path: str | Path) -> config_mod.RunConf
     if not isinstance(raw, dict):
         raise CheckpointError(f"Checkpoint {name} has no readable settings (its config is {type(raw).__name__}, not a table)")
     try:
-        cfg = config_mod.from_dict(config_mod.with_legacy_defaults(raw), strict=False)
+        cfg = config_mod.from_dict(config_files.with_legacy_defaults(raw), strict=False)
     except config_mod.ConfigError as exc:
         raise CheckpointError(f"Checkpoint {name} has settings this version cannot use: {'; '.join(exc.errors)}") from None
     # The data folder of the machine that trained it need not exist here: check everything else.

@@ -32,6 +32,7 @@ from ddpm_studio.core.device import choose_device
 from ddpm_studio.core.ema import EMA
 from ddpm_studio.core.unet import PRESETS, UNetConfig, preset_config
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services.diffusers_format import (
     DIFFUSERS_VERSION,
     DiffusersFormatError,
@@ -188,7 +189,7 @@ def _with_provenance(root: Path, cfg: config_mod.RunConfig, notes: list[str]) ->
         return cfg, 0
     try:
         info = _read_json(path)
-        saved = config_mod.from_dict(config_mod.with_legacy_defaults(info["config"]), strict=False)
+        saved = config_mod.from_dict(config_files.with_legacy_defaults(info["config"]), strict=False)
         step = info["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step {step!r}")
@@ -261,7 +262,7 @@ def import_diffusers(path: str | Path, runs_dir: str | Path | None = None, name:
     }
     run = RunFolder.create(runs_dir, name or folder.path.name)
     try:
-        config_mod.save_config_file(cfg, run.config_path)
+        config_files.save_config_file(cfg, run.config_path)
         save_checkpoint(run.checkpoint_path(step), payload)
         run.write_status(state="imported", step=step, total_steps=cfg.optim.total_steps,
                          imported_from=str(folder.path), last_checkpoint=str(run.checkpoint_path(step)))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 
 #: How many nearest training images are shown.
 SHOWN = 4
@@ -43,7 +44,7 @@ def run_settings(source: str | Path) -> config_mod.RunConfig:
     """The settings a model was trained with: a run folder's config.toml, or a checkpoint's own (off the GUI thread)."""
     path = Path(source)
     if path.is_dir():
-        return config_mod.load_config_file(path / "config.toml", saved_run=True)
+        return config_files.load_config_file(path / "config.toml", saved_run=True)
     from ddpm_studio.core.checkpoint import load_checkpoint
     from ddpm_studio.services.checkpoint_check import checked_config
 

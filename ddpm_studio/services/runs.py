@@ -292,6 +292,7 @@ class Continuation:
 def plan_continue(path: str | Path) -> Continuation:
     """What "Continue" means for the run folder ``path``; :class:`CannotContinue` with what to do otherwise."""
     from ddpm_studio.services import config as config_mod  # local: config imports nothing heavy, but keep it lazy
+    from ddpm_studio.services import config_files
 
     run = RunFolder(Path(path).expanduser())
     if not run.path.is_dir():
@@ -302,7 +303,7 @@ def plan_continue(path: str | Path) -> Continuation:
         raise CannotContinue(f"{run.path} is not a run folder: it has no checkpoint and no settings (config.toml). "
                              "Start a new run instead")
     try:
-        settings = config_mod.check(config_mod.load_config_file(run.config_path, saved_run=True))
+        settings = config_mod.check(config_files.load_config_file(run.config_path, saved_run=True))
     except config_mod.ConfigError as exc:
         raise CannotContinue(
             f"Run {run.name} has no checkpoint yet, so it would start again from step 0, but its settings "

@@ -39,6 +39,7 @@ from ddpm_studio.core.accelerator_check import check_device, is_accelerator
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services.acceleration import compile_failure
 from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchStream
@@ -197,7 +198,7 @@ class TrainingSession:
             self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, name).path) if main else None))
             self._claim(self.run.path)
         if main:
-            config_mod.save_config_file(cfg, self.run.config_path)
+            config_files.save_config_file(cfg, self.run.config_path)
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
                                          pause_on_failure=not self.dist.enabled)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ddpm_studio.gui.presenters.run_state import RunState
-from ddpm_studio.services import config as c
+from ddpm_studio.services import config_files
 from ddpm_studio.services.runs import RunFolder
 from tests.gui.conftest import tiny_config
 from tests.reliability.test_run_lock import Holder, fingerprint
@@ -41,7 +41,7 @@ def select_run(w: Any, run: RunFolder) -> None:
 def test_continue_a_run_that_crashed_before_its_first_checkpoint_trains_it_from_step_0(app_handle, dialogs, qtbot) -> None:
     studio, w = app_handle.studio, app_handle.window
     run = RunFolder.create(os.environ["DDPM_STUDIO_RUNS_DIR"], "early-crash")
-    c.save_config_file(tiny_config(data={"source": "demo"}, optim={"total_steps": 6, "seed": 7}), run.config_path)
+    config_files.save_config_file(tiny_config(data={"source": "demo"}, optim={"total_steps": 6, "seed": 7}), run.config_path)
     (run.path / "run.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345, "step": 3}))
     studio.runs.refresh_runs()
     select_run(w, run)

@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 
 from ddpm_studio.services import config as c
+from ddpm_studio.services import config_files
 from tests.gui.conftest import write_pngs
 
 WAIT = 60_000
@@ -130,7 +131,7 @@ def test_offers_to_reopen_interrupted_run(qtbot, dialogs, isolated: Path) -> Non
     from ddpm_studio.services.runs import RunFolder
 
     run = RunFolder.create(os.environ["DDPM_STUDIO_RUNS_DIR"], "crashed")
-    c.save_config_file(c.RunConfig(), run.config_path)
+    config_files.save_config_file(c.RunConfig(), run.config_path)
     (run.path / "run.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345, "step": 40}))
     run.metrics_path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-4}) + "\n" for s in range(1, 41)))
     dialogs.answers = [1]  # "Open it"

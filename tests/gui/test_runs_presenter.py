@@ -16,6 +16,7 @@ from ddpm_studio.gui.presenters.messages import RunHistory
 from ddpm_studio.gui.presenters.runs import RunsPresenter
 from ddpm_studio.gui.views.protocols import CheckpointsView, DialogService, RunsListView
 from ddpm_studio.services import config as c
+from ddpm_studio.services import config_files
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.runs import RunFolder
 from tests.gui.fakes import ImmediateTasks, emit, last, prefs
@@ -23,7 +24,7 @@ from tests.gui.fakes import ImmediateTasks, emit, last, prefs
 
 def make_run(runs_dir: Path, name: str, steps: tuple[int, ...] = (20, 40), state: str = "stopped") -> RunFolder:
     run = RunFolder.create(runs_dir, name)
-    c.save_config_file(c.from_dict({"schedule": {"keep_last": 4}, "optim": {"total_steps": 100}}), run.config_path)
+    config_files.save_config_file(c.from_dict({"schedule": {"keep_last": 4}, "optim": {"total_steps": 100}}), run.config_path)
     run.write_status(state=state, step=max(steps, default=0), total_steps=100, pid=2**22 + 12345)
     run.metrics_path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(10, 50, 10)))
     for step in steps:

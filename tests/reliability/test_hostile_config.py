@@ -118,13 +118,14 @@ def test_non_utf8_data_path_is_saved_without_crashing(tmp_path: Path) -> None:
     import os
 
     from ddpm_studio.services import config as c
+    from ddpm_studio.services import config_files
 
     folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/imgs-\xff")
     os.mkdir(folder)
     cfg = c.from_dict({"data": {"source": "folder", "data_path": folder}})
     path = tmp_path / "config.toml"
-    c.save_config_file(cfg, path)
+    config_files.save_config_file(cfg, path)
     text = path.read_text(encoding="utf-8")
     assert "# data_path = " in text and "imgs-\ufffd" in text and "set it again" in text
     with pytest.raises(c.ConfigError, match="Choose a data folder"):
-        c.check(c.load_config_file(path))
+        c.check(config_files.load_config_file(path))

@@ -3,17 +3,18 @@ import dataclasses
 import pytest
 
 from ddpm_studio.services import config as c
+from ddpm_studio.services import config_files
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
     cfg = c.RunConfig()
     assert c.validate(cfg) == []
     path = tmp_path / "run.toml"
-    c.save_config_file(cfg, path)
-    assert c.load_config_file(path) == cfg
+    config_files.save_config_file(cfg, path)
+    assert config_files.load_config_file(path) == cfg
     custom = c.from_dict({"model": {"channel_mults": "1,2"}, "optim": {"lr": "1e-3", "batch_size": 8}})
-    c.save_config_file(custom, path)
-    loaded = c.load_config_file(path)
+    config_files.save_config_file(custom, path)
+    loaded = config_files.load_config_file(path)
     assert loaded == custom and loaded.model.channel_mults == (1, 2) and loaded.optim.lr == 1e-3
 
 
@@ -50,9 +51,9 @@ def test_bad_config_files(tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("[optim\nlr = 1")
     with pytest.raises(c.ConfigError, match="not valid TOML"):
-        c.load_config_file(broken)
+        config_files.load_config_file(broken)
     with pytest.raises(c.ConfigError, match="Cannot read"):
-        c.load_config_file(tmp_path / "missing.toml")
+        config_files.load_config_file(tmp_path / "missing.toml")
 
 
 def test_every_field_has_label_and_help():
@@ -69,10 +70,10 @@ def test_every_field_has_label_and_help():
 def test_a_saved_run_without_a_newer_setting_keeps_the_value_it_was_trained_with(tmp_path, section, key, saved, new):
     """A run's config.toml that lacks a setting predates it: it must not be read as the new default."""
     path = tmp_path / "config.toml"
-    c.save_config_file(c.RunConfig(), path)
+    config_files.save_config_file(c.RunConfig(), path)
     text = path.read_text(encoding="utf-8")
     old = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key} ="))
     assert old != text
     path.write_text(old, encoding="utf-8")
-    assert getattr(getattr(c.load_config_file(path, saved_run=True), section), key) == saved
-    assert getattr(getattr(c.load_config_file(path), section), key) == new  # a template for a new run
+    assert getattr(getattr(config_files.load_config_file(path, saved_run=True), section), key) == saved
+    assert getattr(getattr(config_files.load_config_file(path), section), key) == new  # a template for a new run

@@ -8,6 +8,7 @@ from ddpm_studio.cli import main as cli_main
 from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ddpm_studio.core.device import choose_device
 from ddpm_studio.services import config as c
+from ddpm_studio.services import config_files
 from ddpm_studio.services import events as ev
 from ddpm_studio.services import training as training_mod
 from ddpm_studio.services.control import RunControl
@@ -191,7 +192,7 @@ def test_checkpoints_from_before_the_recipe_options_resume_and_sample_with_their
                                                      "adam_beta2", "ema_length", "ema_snapshots"))
     run.config_path.write_text(text)
 
-    old = c.load_config_file(run.config_path, saved_run=True)
+    old = config_files.load_config_file(run.config_path, saved_run=True)
     for saved in (old, load_for_sampling(path, CPU).cfg):
         assert saved.optim.ema == "fixed" and saved.optim.train_minutes == 0
         assert (saved.optim.adam_beta1, saved.optim.adam_beta2) == (0.9, 0.999)
@@ -203,4 +204,4 @@ def test_checkpoints_from_before_the_recipe_options_resume_and_sample_with_their
     assert events[-1].reason == "completed" and session.cfg.optim.ema == "fixed"
     assert session.training_step.loss_weights is not None and session.training_step.timestep_probs is None
     # Without γ the old meaning was the plain loss.
-    assert c.with_legacy_defaults({"diffusion": {"min_snr_gamma": 0.0}})["diffusion"]["loss_weighting"] == "uniform"
+    assert config_files.with_legacy_defaults({"diffusion": {"min_snr_gamma": 0.0}})["diffusion"]["loss_weighting"] == "uniform"

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.control import drive
 from ddpm_studio.services.preview import Previewer
@@ -123,7 +124,7 @@ def test_continue_a_run_with_no_checkpoint_starts_it_again_from_step_0(tmp_path,
     started = next(e for e in events if isinstance(e, ev.RunStarted))
     assert started.run_dir == str(run.path) and started.step == 0 and started.resumed_from is None
     assert events[-1].reason == "completed" and [c.step for c in run.checkpoints()] == [3]
-    saved = config_mod.load_config_file(run.config_path, saved_run=True)
+    saved = config_files.load_config_file(run.config_path, saved_run=True)
     assert saved.optim.seed == 7 and saved.optim.total_steps == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed"]  # the same folder, no new one
 

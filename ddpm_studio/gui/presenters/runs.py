@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from ddpm_studio.gui.presenters.messages import RunHistory
 from ddpm_studio.gui.views.protocols import CheckpointRow, CheckpointsView, DialogService, RunRow, RunsListView
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services.events import RunStarted
 from ddpm_studio.services.formatting import human_bytes
 from ddpm_studio.services.metrics import read_metrics
@@ -34,7 +35,7 @@ def read_history(run: RunFolder) -> RunHistory:
     """A run's settings, loss records and (up to MAX_HISTORY_IMAGES) preview grids; ConfigError if unreadable."""
     from PIL import Image
 
-    cfg = config_mod.load_config_file(run.config_path, saved_run=True)
+    cfg = config_files.load_config_file(run.config_path, saved_run=True)
     records = read_metrics(run.metrics_path)
     found = []
     if run.previews_dir.is_dir():

@@ -24,6 +24,7 @@ from ddpm_studio.gui.presenters.messages import Verdict
 from ddpm_studio.gui.presenters.sampler_text import steps_reason
 from ddpm_studio.gui.views.protocols import DatasetView, DialogService, SettingsView
 from ddpm_studio.services import config as config_mod
+from ddpm_studio.services import config_files
 from ddpm_studio.services.dataset_scan import ScanSummary, describe_stats
 from ddpm_studio.services.run_presets import RUN_PRESETS, apply_preset, default_config
 
@@ -270,7 +271,7 @@ class SettingsPresenter(QObject):
         path = path or self.dialogs.choose_open_file("Load settings", "settings_file",
                                                      "Config files (*.toml *.json);;All files (*)")
         try:
-            cfg = config_mod.load_config_file(path, base=self.cfg) if path else None
+            cfg = config_files.load_config_file(path, base=self.cfg) if path else None
         except config_mod.ConfigError as exc:
             self.dialogs.show_error("Cannot load settings", "\n".join(exc.errors))
             return False
@@ -286,7 +287,7 @@ class SettingsPresenter(QObject):
         if not path:
             return False
         try:
-            config_mod.save_config_file(self.cfg, path)
+            config_files.save_config_file(self.cfg, path)
         except OSError as exc:
             self.dialogs.show_error("Cannot save settings", f"{path}: {exc.strerror or exc}")
             return False
