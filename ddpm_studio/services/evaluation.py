@@ -30,6 +30,7 @@ from ddpm_studio.services.conditioning import sample_labels
 from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.events import EvaluationReady, Status
 from ddpm_studio.services.imaging import make_grid, save_png
+from ddpm_studio.services.progress import run_with_progress
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
@@ -168,7 +169,6 @@ class EvaluationSession:
         """Add the share of samples that copy a training image and the copies to ``report``; return a grid showing
         them (sample, nearest, second nearest training image; the 8 closest samples when none is a copy), or None."""
         from ddpm_studio.services.memorization import check_memorization, rule_text
-        from ddpm_studio.services.training import run_with_progress
 
         data = yield from self._training_images(loaded, report, "Memorization check")
         if data is None:

@@ -62,6 +62,7 @@ from ddpm_studio.services.loop_timing import ActiveClock, PreviewCadence, Throug
 from ddpm_studio.services.lr_schedule import lr_at
 from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
 from ddpm_studio.services.preview import Previewer
+from ddpm_studio.services.progress import run_with_progress
 from ddpm_studio.services.run_budget import RunBudget, TrainingClock
 from ddpm_studio.services.run_lock import RunLock, claim_for_training
 from ddpm_studio.services.runs import RunFolder, default_run_name
@@ -79,33 +80,6 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_SECONDS = 10.0
 #: The ETA adds the share of time previews and checkpoints take once the run has gone on this long (seconds).
 SIDE_WORK_MIN_SECONDS = 30.0
-
-
-def run_with_progress(message: str, work: Any, interval: float = 0.2) -> Iterator[Any]:
-    """Run ``work(progress)`` in a helper thread, yielding a Status every ``interval`` seconds; return its result.
-
-    Lets a generator report progress of a long blocking call (decoding a big folder) to the GUI.
-    """
-    import threading
-
-    latest: list[tuple[int, int]] = [(0, 0)]
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work(lambda done, total: latest.__setitem__(0, (done, total)))
-        except BaseException as exc:  # re-raised in the generator's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="ddpm-load", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(interval)
-        if thread.is_alive():
-            yield Status(message, *latest[0])
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 class TrainingSession:
