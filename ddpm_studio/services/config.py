@@ -81,7 +81,7 @@ class ModelConfig:
     channel_mults: tuple[int, ...] | None = setting(None, "Channel multipliers", "Width of each level as a multiple of base channels, e.g. 1,2,2,2. Empty = preset's value.", optional=True)
     num_res_blocks: int | None = setting(None, "Residual blocks per level", "Empty = preset's value.", min=1, max=8, optional=True)
     attention_resolutions: tuple[int, ...] | None = setting(None, "Attention resolutions", "Feature-map sizes that get self-attention, e.g. 16. Empty = preset's value.", optional=True)
-    dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks (paper: 0.1 on CIFAR-10). Empty = preset's value.", min=0.0, max=0.9, optional=True)
+    dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks. Empty = the preset's value: 0 for small (in a run of minutes dropout only slows learning), 0.1 for the others (the paper's on CIFAR-10: it curbs overfitting in long runs).", min=0.0, max=0.9, optional=True)
     downsample_padding: str = setting("symmetric", "Downsample padding", "How each downsampling conv pads its input: symmetric (a pixel on every side, DDPM Studio's own models) or tf (right and bottom only, as the paper's TensorFlow code did: ddpm-studio import sets it for the google/ddpm-* weights). The weights depend on it: cannot change when resuming.", choices=DOWNSAMPLE_PADDINGS)
 
 
