@@ -6,8 +6,9 @@ for the same number of images (``--images``, default 28,800: ten minutes on a 2-
 checkpoint at a third, two thirds and the end, and scores each with `ddpm-studio evaluate` (the demo detector, the
 default sampler, the same seed). It drives the CLI exactly as a user would (training is seeded, so the scores do
 not depend on the machine or its load; the seconds do). Every run starts from the laptop preset (``--preset
-laptop``, the default when these were first run; a later flag wins); the ``mults-1-2-2`` recipes are the ``small`` preset that became
-the default after them, trained for more images so that they cost the same CPU time (:data:`EQUAL_COMPUTE`).
+laptop``, the default when these were first run; a recipe's own ``--preset`` comes later and wins); the
+``mults-1-2-2`` recipes are the ``small`` preset that became the default after them, trained for more images so
+that they cost the same CPU time (:data:`EQUAL_COMPUTE`).
 
     python benchmarks/default_run_recipes.py [--out DIR] [--images 28800] [--eval-images 128] [--threads 1]
         [--recipes NAME,NAME]
