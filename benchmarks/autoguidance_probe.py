@@ -35,8 +35,8 @@ class Autoguided(nn.Module):
         self.config = good.config
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.good(x, t)
-        return out if self.weight == 0 else out + self.weight * (out - self.bad(x, t))
+        out = self.good(x, t, y)
+        return out if self.weight == 0 else out + self.weight * (out - self.bad(x, t, y))
 
 
 def main() -> None:
