@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                            "(exploration: every --ema-lengths value exact)")
     p.add_argument("--num-images", type=int, default=256, help="Samples per score (same starting noises everywhere)")
     p.add_argument("--sampler", default="dpm++2m-sde:20", help="name:steps of the sampler every score uses")
+    p.add_argument("--autoguidance", type=float, default=0.0,
+                   help="Autoguidance weight of every score (0: the model alone, as in the tables in docs/)")
     p.add_argument("--batch-size", type=int, default=32, help="Training batch size (the laptop default)")
     p.add_argument("--precision", default="auto", help="Training mixed precision (auto: bf16 where the CPU is fast at it)")
     p.add_argument("--seed", type=int, default=0)
@@ -174,13 +176,13 @@ class Scorer:
         from ddpm_studio.services.evaluation import evaluation_sample_config
         from ddpm_studio.services.sampling import denoise_batches, load_for_sampling, sampler_spec, seeded_batches
 
-        loaded = load_for_sampling(checkpoint, self.device, ema_length=ema_length)
+        loaded = load_for_sampling(checkpoint, self.device, ema_length=ema_length, guided=self.args.autoguidance > 0)
         # The settings and noises of `ddpm-studio evaluate RUN --sampler … --steps …`: the same numbers as a user's.
         sample = evaluation_sample_config(sampler=self.sampler, steps=self.steps, num_images=self.args.num_images,
                                           sample_seed=self.args.seed)
 
         gen = denoise_batches(loaded, sampler_spec(sample), self.device,
-                              seeded_batches(sample, loaded.image_shape, None),
+                              seeded_batches(sample, loaded.image_shape, None), autoguidance=self.args.autoguidance,
                               generator=torch.Generator().manual_seed(self.args.seed + 1))
         try:
             while True:

@@ -64,3 +64,16 @@ def lerp_towards(averages: list[torch.Tensor], params: list[torch.Tensor], weigh
         delta = torch._foreach_sub(params, averages)
         torch._foreach_mul_(delta, gate * weight)
         torch._foreach_add_(averages, delta)
+
+
+def thin_evenly(steps: list[int], interval: int, max_count: int) -> tuple[int, list[int]]:
+    """(interval, kept steps) after keeping at most ``max_count`` of ``steps``, taken every ``interval`` steps.
+
+    While too many are kept, every other one is dropped (only multiples of the doubled interval stay), so the kept
+    ones stay evenly spread over the run and later ones are taken half as often. Shared by the power EMA's snapshots
+    and autoguidance's earlier weights (:class:`ddpm_studio.core.autoguidance.EarlyWeights`).
+    """
+    while len(steps) > max_count:
+        interval *= 2
+        steps = [s for s in steps if s % interval == 0]
+    return interval, steps

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddpm_studio.core.ema import lerp_towards
+from ddpm_studio.core.ema import lerp_towards, thin_evenly
 from ddpm_studio.core.posthoc_ema import ema_beta, sigma_rel_to_exponent, solve_coefficients
 
 #: The lengths of the two averages a run tracks (EDM2's choice). Between them a rebuilt average is within a few
@@ -74,9 +74,13 @@ class PowerEMA:
 
     def _snapshot(self) -> None:
         self.snapshots.append((self.num_updates, [_weights(a, SNAPSHOT_DTYPE, "cpu") for a in self.averages]))
-        if len(self.snapshots) > self.max_snapshots:  # keep every other one: evenly spread, half as often from now
-            self.snapshot_interval *= 2
-            self.snapshots = [s for s in self.snapshots if s[0] % self.snapshot_interval == 0]
+        self._thin()
+
+    def _thin(self) -> None:
+        """Keep at most ``max_snapshots``: every other one dropped while too many, evenly spread, half as often from now."""
+        self.snapshot_interval, steps = thin_evenly([s[0] for s in self.snapshots], self.snapshot_interval,
+                                                    self.max_snapshots)
+        self.snapshots = [s for s in self.snapshots if s[0] in steps]
 
     # ------------------------------------------------------------------ averages
     def sources(self) -> list[Source]:
@@ -122,9 +126,7 @@ class PowerEMA:
         self.snapshots = [(int(s["step"]), [dict(w) for w in s["averages"]]) for s in state["snapshots"]]
         if not self.max_snapshots:
             self.snapshots = []
-        while len(self.snapshots) > self.max_snapshots:  # fewer snapshots asked for on resume: thin as usual
-            self.snapshot_interval *= 2
-            self.snapshots = [s for s in self.snapshots if s[0] % self.snapshot_interval == 0]
+        self._thin()  # fewer snapshots asked for on resume: thin as usual
         self._model_step = -1
 
 

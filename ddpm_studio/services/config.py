@@ -163,6 +163,7 @@ class SampleConfig:
     use_ema: bool = setting(True, "Use EMA weights", "Sample from the averaged weights (recommended).")
     ema_length: float = setting(0.0, "EMA length", "Runs trained with a power EMA: rebuild the average of the weights at this length (σ_rel: 0.05 weighs mostly the last 12 % of the run, 0.10 the last 25 %, 0.20 the last 56 %) from the averages the checkpoint keeps (post-hoc EMA), and sample from it. Try a few lengths when samples look noisy (longer) or washed out (shorter). 0 = the run's own EMA.", min=0.0, max=0.28)
     class_label: str = setting("all", "Class", "Class-conditional models: all (one row per class), or a class name or number (0 = first). Unconditional models only accept all.")
+    autoguidance: float = setting(1.0, "Autoguidance", "Steer each step away from the same run's weights from about halfway through it (Karras et al. 2024, autoguidance): sharper, cleaner shapes, most of all from short runs (demo shapes after ten CPU minutes: see docs/quality_per_compute.md), at twice the sampling time. 0 = off: the model alone; 1 = recommended; above 2 overshoots. Needs a checkpoint from this version (older ones sample without it).", min=0.0, max=4.0)
     guidance_scale: float = setting(1.0, "Guidance scale", "Class-conditional models: 0 = ignore the class, 1 = plain conditional model, >1 = classifier-free guidance (closer to the class, less variety, two model calls per step).", min=0.0, max=20.0)
 
 

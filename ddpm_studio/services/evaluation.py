@@ -34,6 +34,7 @@ from ddpm_studio.services.progress import run_with_progress
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
+    guidance_record,
     load_source,
     sampler_spec,
     seeded_batches,
@@ -49,7 +50,8 @@ def evaluation_sample_config(**overrides: Any) -> config_mod.SampleConfig:
 
 def _report_lines(report: dict[str, Any]) -> tuple[str, ...]:
     steps = f" {report['steps']} steps" if uses_steps(report["sampler"]) else ""
-    lines = [f"Evaluated step {report['step']} with {report['num_images']} images ({report['sampler']}{steps}, "
+    guided = f", autoguidance {report['autoguidance']:g} by step {report['guide_step']}" if report.get("autoguidance") else ""
+    lines = [f"Evaluated step {report['step']} with {report['num_images']} images ({report['sampler']}{steps}{guided}, "
              f"{report['sampling_seconds']:.1f} s of sampling)"]
     demo = report.get("demo")
     if demo:
@@ -118,14 +120,15 @@ class EvaluationSession:
         started = time.perf_counter()
         images = yield from denoise_batches(
             loaded, sampler_spec(sc), device, seeded_batches(sc, loaded.image_shape, labels),
-            guidance_scale=sc.guidance_scale, generator=torch.Generator().manual_seed(sc.sample_seed + 1), control=self.control,
+            guidance_scale=sc.guidance_scale, autoguidance=sc.autoguidance,
+            generator=torch.Generator().manual_seed(sc.sample_seed + 1), control=self.control,
         )
         if images is None:
             return
         report: dict[str, Any] = {
             "checkpoint": str(loaded.path), "step": loaded.step, "num_images": int(images.shape[0]),
             "sampler": sc.sampler, "steps": sc.steps, "spacing": sc.spacing, "sample_seed": sc.sample_seed,
-            "class_label": sc.class_label, "guidance_scale": sc.guidance_scale,
+            "class_label": sc.class_label, "guidance_scale": sc.guidance_scale, **guidance_record(loaded, sc),
             "sampling_seconds": round(time.perf_counter() - started, 3), "notes": [],
         }
         if self.demo or (self.demo is None and loaded.cfg.data.source == "demo"):

@@ -97,7 +97,7 @@ class InterpolationSession:
 
         images = yield from denoise_batches(
             loaded, sampler_spec(sc), device, [batch(s) for s in range(0, x_T.shape[0], bs)],
-            guidance_scale=sc.guidance_scale, control=self.control,
+            guidance_scale=sc.guidance_scale, autoguidance=sc.autoguidance, control=self.control,
         )
         if images is None:
             return

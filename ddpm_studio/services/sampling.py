@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddpm_studio.core.autoguidance import Autoguided, guide_network, pick_guide
 from ddpm_studio.core.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, default_mps_memory_limit
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
@@ -47,6 +48,12 @@ class LoadedModel:
     path: Path
     class_names: tuple[str, ...] = ()
     ema_length: float | None = None  # the power-EMA length (σ_rel) of these weights; None: a fixed EMA or raw weights
+    guide: nn.Module | None = None  # autoguidance's guide: the run's EMA weights from about half as many steps
+    guide_step: int | None = None  # the step of ``guide``
+
+    def autoguidance(self, weight: float) -> float:
+        """The autoguidance weight sampling applies when ``weight`` is asked for: 0 without a guide."""
+        return weight if self.guide is not None else 0.0
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -54,14 +61,15 @@ class LoadedModel:
 
 
 def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = True,
-                      ema_length: float | None = None) -> LoadedModel:
+                      ema_length: float | None = None, guided: bool = False) -> LoadedModel:
     """Build the network a checkpoint describes and load its (EMA) weights; CheckpointError says why not.
 
     ``ema_length`` (σ_rel, e.g. 0.05-0.25): rebuild the power-function EMA of that length from the averages the
     checkpoint stores (post-hoc EMA, :func:`ddpm_studio.core.power_ema.reconstruct`) instead of using the run's
     own EMA; only checkpoints of runs with EMA kind "power" have them (CheckpointError otherwise). None or 0: the
     checkpoint's own EMA weights (at the run's length for a power EMA). Checkpoints written before
-    class-conditional training existed have no ``class_names``: unconditional.
+    class-conditional training existed have no ``class_names``: unconditional. ``guided``: also load the
+    autoguidance guide the checkpoint keeps (none in checkpoints from before autoguidance: ``guide`` stays None).
     """
     from ddpm_studio.services.checkpoint_check import (
         checked_class_names,
@@ -97,7 +105,14 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
         ) from exc
     model.to(device.device).eval().requires_grad_(False)
     use_attention(model, attention_impl("auto", device.device))  # on MPS the faster of SDPA and matmul + softmax
-    return LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names, length)
+    loaded = LoadedModel(model, cfg, build_schedule(cfg), step, ckpt_path, class_names, length)
+    picked = pick_guide(ckpt.get("early_weights"), step) if guided else None
+    if picked is not None:
+        from ddpm_studio.services.checkpoint_check import checked_table, expected_shapes
+
+        weights = checked_table(picked[1], expected_shapes(cfg, len(class_names)), f"{ckpt_path.name} (its guide)")
+        loaded.guide, loaded.guide_step = guide_network(model, weights), picked[0]
+    return loaded
 
 
 def _own_ema_length(ckpt: dict[str, Any]) -> float | None:
@@ -123,28 +138,10 @@ def _rebuilt_ema(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: Path, nu
     return checked_table(weights, expected_shapes(cfg, num_classes), path.name)  # finite (fp16 sums cannot overflow)
 
 
-def checkpoint_ema_length(path: str | Path) -> float | None:
-    """The run's own EMA length (σ_rel) when a checkpoint can rebuild other lengths (a power EMA), else None.
-
-    For the GUI's "EMA length" control: memory-maps the file like :func:`checkpoint_class_names`. File I/O: call
-    it off the GUI thread.
-    """
-    ckpt_path = resolve_checkpoint(path)
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        ckpt = None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
-        ckpt = load_checkpoint(ckpt_path)
-    return _own_ema_length(ckpt) if isinstance(ckpt.get("phema"), dict) else None
-
-
-def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
-    """The classes a checkpoint (or a run folder's newest one) was trained with; empty = unconditional.
-
-    Memory-maps the file so a multi-GB checkpoint is not read just for its class list (falls back to
-    :func:`load_checkpoint`, whose CheckpointError says what is wrong). Still file I/O: call it off the GUI thread.
-    """
+def _mapped_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint (or a run folder's newest one), memory-mapped so that a multi-GB file is not read just to say
+    what it offers; falls back to :func:`load_checkpoint`, whose CheckpointError says what is wrong. Still file I/O:
+    call the functions below off the GUI thread."""
     ckpt_path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
@@ -152,7 +149,28 @@ def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
         ckpt = None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME or "config" not in ckpt:
         ckpt = load_checkpoint(ckpt_path)
-    return tuple(str(n) for n in ckpt.get("class_names", ()))
+    return ckpt
+
+
+def checkpoint_ema_length(path: str | Path) -> float | None:
+    """The run's own EMA length (σ_rel) when a checkpoint can rebuild other lengths (a power EMA), else None.
+    For the GUI's "EMA length" control."""
+    ckpt = _mapped_checkpoint(path)
+    return _own_ema_length(ckpt) if isinstance(ckpt.get("phema"), dict) else None
+
+
+def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
+    """The classes a checkpoint (or a run folder's newest one) was trained with; empty = unconditional."""
+    return tuple(str(n) for n in _mapped_checkpoint(path).get("class_names", ()))
+
+
+def checkpoint_guide_step(path: str | Path) -> int | None:
+    """The step of the earlier weights autoguidance would guide a checkpoint with; None: it keeps none (written
+    before autoguidance, or at its first step). For the GUI's "Autoguidance" field."""
+    ckpt = _mapped_checkpoint(path)
+    step = ckpt.get("step")
+    picked = pick_guide(ckpt.get("early_weights"), step) if isinstance(step, int) else None
+    return None if picked is None else picked[0]
 
 
 def seed_noise(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -188,6 +206,7 @@ def denoise_batches(
     batches: list[Callable[[], tuple[torch.Tensor, torch.Tensor | None]]],
     *,
     guidance_scale: float = 1.0,
+    autoguidance: float = 0.0,
     generator: torch.Generator | None = None,
     control: RunControl | None = None,
     trajectory: list[np.ndarray] | None = None,
@@ -196,18 +215,21 @@ def denoise_batches(
 
     Each of ``batches`` returns that batch's x_T and labels (or None) only when its turn comes, so a
     100k-image job never holds all its noise. Progress frames come from the first batch; ``trajectory``
-    (if given) collects its x_t grids for a GIF.
+    (if given) collects its x_t grids for a GIF. ``autoguidance``: its weight w, applied when ``loaded`` has a guide
+    (:class:`ddpm_studio.core.autoguidance.Autoguided`; a second network evaluation per step).
     """
     per_batch = spec.steps_for(loaded.schedule.num_timesteps)
     total = per_batch * len(batches)
     keep = set(pick_frames(per_batch, TRAJECTORY_FRAMES))
     results: list[np.ndarray] = []
     done, start = 0, time.perf_counter()
+    weight = loaded.autoguidance(autoguidance)
+    model = Autoguided(loaded.model, loaded.guide, weight) if weight and loaded.guide is not None else loaded.model
     for b, make in enumerate(batches):
         x_T, labels = make()
         if labels is not None:
             labels = labels.to(device.device)
-        denoise = make_denoiser(loaded.model, device.autocast, labels, guidance_scale,
+        denoise = make_denoiser(model, device.autocast, labels, guidance_scale,
                                 prediction=loaded.cfg.diffusion.prediction, schedule=loaded.schedule)
         final = None
         for s in iter_sampler(spec, denoise, loaded.schedule, x_T.to(device.device), generator):
@@ -243,9 +265,24 @@ def load_source(source: str | Path | LoadedModel, sc: config_mod.SampleConfig, d
     (saying so) with the sampling settings' EMA choice; and the device it runs on."""
     device = resolve_device(source, device_name, precision)
     if isinstance(source, LoadedModel):
-        return source, device
-    yield Status("Loading checkpoint")
-    return load_for_sampling(source, device, sc.use_ema, sc.ema_length), device
+        loaded = source
+    else:
+        yield Status("Loading checkpoint")
+        loaded = load_for_sampling(source, device, sc.use_ema, sc.ema_length, guided=sc.autoguidance > 0)
+    if sc.autoguidance > 0 and loaded.guide is None:
+        yield Status(NO_GUIDE)
+    return loaded, device
+
+
+#: Said when autoguidance is asked for but the model keeps no earlier weights to guide with.
+NO_GUIDE = ("Autoguidance is off for this model: it keeps no earlier weights to guide with (trained before DDPM "
+            "Studio kept them, or saved at its first steps); sampling without it")
+
+
+def guidance_record(loaded: LoadedModel, sc: config_mod.SampleConfig) -> dict[str, Any]:
+    """What a result records of autoguidance: the weight applied (0: off or no guide) and the guide's step."""
+    weight = loaded.autoguidance(sc.autoguidance)
+    return {"autoguidance": weight, "guide_step": loaded.guide_step if weight else None}
 
 
 class SamplingSession:
@@ -280,14 +317,15 @@ class SamplingSession:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         images = yield from denoise_batches(
             loaded, sampler_spec(sc), device, seeded_batches(sc, loaded.image_shape, labels),
-            guidance_scale=sc.guidance_scale, generator=g_step, control=self.control, trajectory=trajectory,
+            guidance_scale=sc.guidance_scale, autoguidance=sc.autoguidance, generator=g_step, control=self.control,
+            trajectory=trajectory,
         )
         if images is None:
             return
         paths = tuple(str(save_png(img, self.out_dir / f"{self.prefix}_{i:05d}.png")) for i, img in enumerate(images))
         grid_path = str(save_png(make_grid(images, ncols), self.out_dir / f"{self.prefix}_grid.png"))
         traj_path = str(save_gif(trajectory, self.out_dir / f"{self.prefix}_trajectory.gif")) if trajectory else None
-        extra = {"checkpoint": str(loaded.path), "step": loaded.step}
+        extra = {"checkpoint": str(loaded.path), "step": loaded.step, **guidance_record(loaded, sc)}
         if labels is not None:
             extra["labels"] = labels.tolist()
             extra["class_names"] = list(loaded.class_names)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ddpm_studio.core.accelerator_check import check_device, is_accelerator
+from ddpm_studio.core.autoguidance import EarlyWeights, guide_network
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
@@ -205,7 +206,7 @@ class TrainingSession:
         use_attention(self.model, attention)
         if cfg.optim.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = make_ema(self.model, cfg.optim)
+        self.ema, early = make_ema(self.model, cfg.optim), EarlyWeights()
         self.schedule = build_schedule(cfg)
         deferred, fused = step_policy(dev, self.dist.enabled)
         self.optimizer = make_optimizer(self.model, cfg.optim, fused)
@@ -215,8 +216,9 @@ class TrainingSession:
         self.budget = RunBudget(cfg.optim, TrainingClock())
         cursor = None
         if ckpt is not None:
-            restored = restore_state(ckpt, model=self.model, ema=self.ema, optimizer=self.optimizer, scaler=self.scaler,
-                                     generator=generator, world=self.dist.world, distributed=self.dist.enabled)
+            restored = restore_state(ckpt, model=self.model, ema=self.ema, early=early, optimizer=self.optimizer,
+                                     scaler=self.scaler, generator=generator, world=self.dist.world,
+                                     distributed=self.dist.enabled)
             self.step, cursor = restored.step, restored.cursor
             self.budget.clock.used = restored.train_seconds  # a time budget continues where it stopped
             self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
@@ -228,7 +230,7 @@ class TrainingSession:
         batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
                               rank=self.dist.rank, world=self.dist.world, cursor=cursor)
         self.training_step = TrainingStep(
-            cfg, self.device, self.dist, self.control, model=self.model, net=net, ema=self.ema,
+            cfg, self.device, self.dist, self.control, model=self.model, net=net, ema=self.ema, early=early,
             optimizer=self.optimizer, scaler=self.scaler, schedule=self.schedule, data=self.data,
             num_classes=len(self.class_names), batches=batches, generator=generator,
             refuse_on_device=deferred)
@@ -315,7 +317,10 @@ class TrainingSession:
         if getattr(self, "ema", None) is None or self.run is None or self.cfg is None:
             raise RuntimeError("The run has no model yet (it is still loading images)")
         model = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
-        return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names))
+        picked = self.training_step.early.guide_for(self.step)  # type: ignore[union-attr]
+        guide = None if picked is None else guide_network(model, picked[1])
+        return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names),
+                           guide=guide, guide_step=None if picked is None else picked[0])
 
     def _apply_keep_last(self, n: int) -> None:
         if self.cfg is not None:

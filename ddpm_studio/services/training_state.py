@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ddpm_studio.core.autoguidance import EarlyWeights
 from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint
 from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.services import config as config_mod
@@ -107,6 +108,7 @@ def checkpoint_payload(cfg: config_mod.RunConfig, trainer: TrainingStep, *, step
         "data": trainer.batches.cursor.global_state(dist.world), "created": time.time(),
         "metrics": {"loss": recent_loss, "val_loss": val_loss}, "dataset": trainer.data.description,
         "class_names": list(class_names),  # empty = unconditional; sampling sizes the class embedding from it
+        "early_weights": trainer.early.state_dict(),  # autoguidance's guide (core/autoguidance.py)
     }
     if trainer.scaler.is_enabled():
         payload["scaler"] = trainer.scaler.state_dict()
@@ -124,13 +126,15 @@ class RestoredState:
     cursor: BatchCursor
 
 
-def restore_state(ckpt: dict[str, Any], *, model: torch.nn.Module, ema: Any, optimizer: torch.optim.Optimizer,
-                  scaler: torch.amp.GradScaler, generator: torch.Generator, world: int,
-                  distributed: bool) -> RestoredState:
+def restore_state(ckpt: dict[str, Any], *, model: torch.nn.Module, ema: Any, early: EarlyWeights,
+                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
+                  world: int, distributed: bool) -> RestoredState:
     """Load ``ckpt`` into the run's modules and random streams (the inverse of :func:`checkpoint_payload`)."""
     try:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["phema"] if isinstance(ema, PowerEMA) else ckpt["ema"])
+        if "early_weights" in ckpt:  # checkpoints from before autoguidance have none: kept from here on
+            early.load_state_dict(ckpt["early_weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ddpm_studio.core.autoguidance import EarlyWeights
 from ddpm_studio.core.choices import TIMESTEP_BUCKETS
 from ddpm_studio.core.device import DeviceChoice
 from ddpm_studio.core.ema import EMA
@@ -67,11 +68,12 @@ class TrainingStep:
     """
 
     def __init__(self, cfg: config_mod.RunConfig, device: DeviceChoice, dist: Distributed, control: RunControl, *,
-                 model: torch.nn.Module, net: Any, ema: EMA | PowerEMA, optimizer: torch.optim.Optimizer,
+                 model: torch.nn.Module, net: Any, ema: EMA | PowerEMA, early: EarlyWeights, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, schedule: NoiseSchedule, data: Any, num_classes: int,
                  batches: BatchStream, generator: torch.Generator, refuse_on_device: bool) -> None:
         self.cfg, self.device, self.dist, self.control = cfg, device, dist, control
         self.model, self.net, self.ema, self.optimizer, self.scaler = model, net, ema, optimizer, scaler
+        self.early = early  # earlier EMA weights, each checkpoint's autoguidance guide
         self.schedule, self.data, self.num_classes = schedule, data, num_classes
         self.batches, self.generator = batches, generator
         dev = device.device
@@ -182,6 +184,7 @@ class TrainingStep:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model, gate)  # on every rank alike (the weights are the same on all)
+        self.early.update(step, self.ema.model)
 
     def reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
                             counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import pytest
 from ddpm_studio.gui.presenters import model_sources
 from ddpm_studio.gui.presenters.generate import EMA_RAW_REASON, GeneratePresenter
 from ddpm_studio.gui.presenters.messages import LiveModel, ModelInfo
-from ddpm_studio.gui.presenters.model_sources import EMA_NO_MODEL_REASON, LIVE, ModelSourcesPresenter
+from ddpm_studio.gui.presenters.model_sources import EMA_NO_MODEL_REASON, LIVE, NO_GUIDE_REASON, ModelSourcesPresenter
 from ddpm_studio.gui.presenters.nearest import NearestPresenter
 from ddpm_studio.gui.presenters.save_results import SaveResultsPresenter
 from ddpm_studio.gui.views.protocols import (
@@ -210,6 +210,9 @@ def test_each_part_needs_only_its_own_view_and_they_meet_through_each_other(qtbo
     emit(model_view.sourceChanged, checkpoint)
     assert last(model_view.set_model_classes) == (("cat", "dog"),)
     assert last(sampling_view.set_ema_length) == (0.1, "")  # a power EMA: other lengths can be rebuilt
+    assert last(sampling_view.set_autoguidance_enabled) == (True, "")  # it keeps a guide
+    jobs.set_model_info(ModelInfo(("cat", "dog"), 0.1, guide_reason=NO_GUIDE_REASON))  # as for an older checkpoint
+    assert last(sampling_view.set_autoguidance_enabled) == (False, NO_GUIDE_REASON)
     sampling_view.sample_config.return_value = (SampleConfig(sampler="ddim", steps=3, use_ema=False), [])
     emit(sampling_view.settingsChanged)
     assert last(sampling_view.set_ema_length) == (None, EMA_RAW_REASON)

@@ -104,6 +104,10 @@ def test_resume_is_exact(tmp_path, tiny_cfg):
         assert torch.equal(straight["model"][key], resumed["model"][key]), key
     for key in straight["ema"]["model"]:
         assert torch.equal(straight["ema"]["model"][key], resumed["ema"]["model"][key]), key
+    kept, kept_resumed = straight["early_weights"]["kept"], resumed["early_weights"]["kept"]  # autoguidance's guides
+    assert [e["step"] for e in kept] == [e["step"] for e in kept_resumed] == [4, 8]
+    for a, b in zip(kept, kept_resumed, strict=True):
+        assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
 
 
 def test_pause_blocks_until_resume(tmp_path, tiny_cfg):
@@ -190,6 +194,7 @@ def test_snapshot_is_a_private_copy_made_between_steps_or_while_paused(tmp_path,
     time.sleep(0.3)
     paused = session.snapshot().result(timeout=10)  # the run is paused: served from inside its wait
     assert paused.step == 6 and control.paused and th.is_alive()
+    assert paused.guide_step == 2 and not paused.guide.training  # kept at steps 2, 4, 6: nearest half of 6 is 2
     weights = {k: v.clone() for k, v in paused.model.state_dict().items()}
     control.resume()
     th.join(60)

@@ -116,6 +116,7 @@ class GeneratePresenter(QObject):
         info = self.model_info
         ema_reason = info.ema_reason or ("" if cfg.use_ema else EMA_RAW_REASON)
         self.view.set_ema_length(None if ema_reason else info.ema_length, ema_reason)
+        self.view.set_autoguidance_enabled(not info.guide_reason, info.guide_reason)
 
     def _ema_length_chosen(self) -> None:
         """A new EMA length: sample the shown images again with it (same model and seed, so they compare)."""

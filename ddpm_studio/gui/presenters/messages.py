@@ -34,12 +34,14 @@ class LiveModel:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the model chosen in Generate offers the sampler form: its classes (None: unknown yet, (): unconditional)
-    and its run's own EMA length when it can rebuild others (a power EMA), else the reason it cannot."""
+    """What the model chosen in Generate offers the sampler form: its classes (None: unknown yet, (): unconditional),
+    its run's own EMA length when it can rebuild others (a power EMA), else the reason it cannot, and why it cannot
+    be autoguided ("": it can, or it is not known yet)."""
 
     classes: tuple[str, ...] | None
     ema_length: float | None
     ema_reason: str = ""
+    guide_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,19 @@ EMA_LIVE_REASON = ("The live model samples with the run's own EMA. Choose one of
 EMA_FIXED_REASON = ("This checkpoint's run averaged its weights with a fixed EMA, which keeps one average: other EMA "
                     "lengths can be rebuilt only for runs trained with EMA kind \"power\".")
 EMA_NO_MODEL_REASON = "Choose a model first."
+NO_GUIDE_REASON = ("This checkpoint keeps no earlier weights of its run to guide with (it was saved by a version of "
+                   "DDPM Studio before autoguidance, or at its first step): it samples without autoguidance.")
 EMA_READING_REASON = "Reading the checkpoint…"
 
 
 def read_model_info(source: str) -> ModelInfo:
-    """A checkpoint's (or a run folder's newest one's) classes and own EMA length (file I/O: off the GUI thread)."""
-    from ddpm_studio.services.sampling import checkpoint_class_names, checkpoint_ema_length
+    """A checkpoint's (or a run folder's newest one's) classes, own EMA length and guide (file I/O: off the GUI thread)."""
+    from ddpm_studio.services.sampling import checkpoint_class_names, checkpoint_ema_length, checkpoint_guide_step
 
     length = checkpoint_ema_length(source)
-    return ModelInfo(checkpoint_class_names(source), length, "" if length is not None else EMA_FIXED_REASON)
+    guide_reason = "" if checkpoint_guide_step(source) is not None else NO_GUIDE_REASON
+    return ModelInfo(checkpoint_class_names(source), length, "" if length is not None else EMA_FIXED_REASON,
+                     guide_reason)
 
 
 def import_if_diffusers(path: str, runs_dir: Path) -> Any:

@@ -240,6 +240,10 @@ class GeneratePanel(QWidget):
         """The Steps field, off (with ``reason`` as its tooltip) for a sampler that always takes all T steps."""
         self.form.set_field_enabled("steps", enabled, reason)
 
+    def set_autoguidance_enabled(self, enabled: bool, reason: str = "") -> None:
+        """The Autoguidance field, off (with ``reason`` as its tooltip) for a model that keeps no guide."""
+        self.form.set_field_enabled("autoguidance", enabled, reason)
+
     def set_ema_length(self, own: float | None, reason: str = "") -> None:
         self.ema_length.set_own(own, reason)
         label = self.form.form_layout.labelForField(self.ema_length)
