@@ -28,6 +28,9 @@ from ddpm_studio.core.ema import thin_evenly
 
 #: The guide is the kept state nearest to this fraction of the checkpoint's step (measured: ¼-⅔ all helped, ½ best).
 GUIDE_FRACTION = 0.5
+#: Kept states outside this share of the checkpoint's step are no guide: one taken just before the checkpoint (a run
+#: resumed from a checkpoint that kept none) differs too little to steer by, and w = 2 hurt with one at ¼.
+GUIDE_RANGE = (0.3, 0.7)
 SNAPSHOT_DTYPE = torch.float16
 
 
@@ -46,10 +49,14 @@ class EarlyWeights:
         self.interval = 1
         self.kept: dict[int, dict[str, Tensor]] = {}
 
+    def due(self, step: int) -> bool:
+        """Whether :meth:`update` keeps a copy at ``step`` (so a power EMA's average is rebuilt only then)."""
+        return step % self.interval == 0
+
     @torch.no_grad()
     def update(self, step: int, model: nn.Module) -> None:
         """Copy ``model``'s weights if ``step`` is a multiple of the interval, then thin the kept copies."""
-        if step % self.interval:
+        if not self.due(step):
             return
         self.kept[step] = {name: value.detach().to("cpu", SNAPSHOT_DTYPE if value.is_floating_point() else value.dtype,
                                                    copy=True)
@@ -65,22 +72,37 @@ class EarlyWeights:
         return {"interval": self.interval, "max_count": self.max_count,
                 "kept": [{"step": s, "weights": w} for s, w in sorted(self.kept.items())]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state`` (kept copies beyond this instance's ``max_count`` are thinned as usual)."""
-        kept = {int(entry["step"]): dict(entry["weights"]) for entry in state["kept"]}
-        self.interval, steps = thin_evenly(sorted(kept), int(state["interval"]), self.max_count)
+    def load_state_dict(self, state: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        """Continue from ``state`` (kept copies beyond this instance's ``max_count`` are thinned as usual).
+
+        ValueError unless it is a well-formed state whose weights have exactly ``shapes`` (when given): a damaged
+        store would otherwise be carried into every later checkpoint."""
+        interval = state.get("interval") if isinstance(state, dict) else None
+        entries = state.get("kept") if isinstance(state, dict) else None
+        if not isinstance(interval, int) or interval < 1 or not isinstance(entries, list):
+            raise ValueError("its earlier weights (for autoguidance) are damaged")
+        kept: dict[int, dict[str, Tensor]] = {}
+        for entry in entries:
+            step, weights = entry.get("step"), entry.get("weights")
+            if not isinstance(step, int) or step < 1 or not isinstance(weights, dict) or (
+                    shapes is not None and {k: tuple(v.shape) for k, v in weights.items()} != shapes):
+                raise ValueError("its earlier weights (for autoguidance) are damaged or do not fit the model")
+            kept[step] = dict(weights)
+        self.interval, steps = thin_evenly(sorted(kept), interval, self.max_count)
         self.kept = {s: kept[s] for s in steps}
 
 
 def pick_guide(state: Any, step: int) -> tuple[int, dict[str, Tensor]] | None:
-    """From an :meth:`EarlyWeights.state_dict` (as a checkpoint stores it), the kept state before ``step`` nearest
-    to ``GUIDE_FRACTION`` of it: (its step, its weights), or None when there is none (or ``state`` is not one)."""
+    """From an :meth:`EarlyWeights.state_dict` (as a checkpoint stores it), the kept state within ``GUIDE_RANGE`` of
+    ``step`` nearest to ``GUIDE_FRACTION`` of it: (its step, its weights), or None when there is none (or ``state``
+    is not one)."""
     entries = state.get("kept") if isinstance(state, dict) else None
     if not isinstance(entries, list):
         return None
-    candidates = [(int(e["step"]), e["weights"]) for e in entries
+    low, high = GUIDE_RANGE[0] * step, GUIDE_RANGE[1] * step
+    candidates = [(e["step"], e["weights"]) for e in entries
                   if isinstance(e, dict) and isinstance(e.get("step"), int) and 0 < e["step"] < step
-                  and isinstance(e.get("weights"), dict)]
+                  and low <= e["step"] <= high and isinstance(e.get("weights"), dict)]
     if not candidates:
         return None
     return min(candidates, key=lambda c: (abs(c[0] - GUIDE_FRACTION * step), c[0]))
@@ -114,4 +136,5 @@ class Autoguided(nn.Module):
         out = self.model(x, t, y)
         if self.weight == 0:
             return out
-        return out + self.weight * (out - self.guide(x, t, y))
+        out = out.float()  # the difference is small: take it in float32, not in an autocast dtype
+        return out + self.weight * (out - self.guide(x, t, y).float())

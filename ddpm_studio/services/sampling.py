@@ -110,7 +110,11 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
     if picked is not None:
         from ddpm_studio.services.checkpoint_check import checked_table, expected_shapes
 
-        weights = checked_table(picked[1], expected_shapes(cfg, len(class_names)), f"{ckpt_path.name} (its guide)")
+        try:
+            weights = checked_table(picked[1], expected_shapes(cfg, len(class_names)), ckpt_path.name)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (in the earlier weights autoguidance steers by: sample with autoguidance 0 "
+                                  "to use the model alone)") from exc
         loaded.guide, loaded.guide_step = guide_network(model, weights), picked[0]
     return loaded
 
@@ -264,19 +268,19 @@ def load_source(source: str | Path | LoadedModel, sc: config_mod.SampleConfig, d
     """What a sampling, interpolation or evaluation session samples from: the model given, or the checkpoint loaded
     (saying so) with the sampling settings' EMA choice; and the device it runs on."""
     device = resolve_device(source, device_name, precision)
-    if isinstance(source, LoadedModel):
-        loaded = source
-    else:
-        yield Status("Loading checkpoint")
-        loaded = load_for_sampling(source, device, sc.use_ema, sc.ema_length, guided=sc.autoguidance > 0)
+    if isinstance(source, LoadedModel):  # the live model (with its guide once it has one) or a caller's own
+        return source, device
+    yield Status("Loading checkpoint")
+    loaded = load_for_sampling(source, device, sc.use_ema, sc.ema_length, guided=sc.autoguidance > 0)
     if sc.autoguidance > 0 and loaded.guide is None:
         yield Status(NO_GUIDE)
     return loaded, device
 
 
-#: Said when autoguidance is asked for but the model keeps no earlier weights to guide with.
-NO_GUIDE = ("Autoguidance is off for this model: it keeps no earlier weights to guide with (trained before DDPM "
-            "Studio kept them, or saved at its first steps); sampling without it")
+#: Said when autoguidance is asked for but the checkpoint keeps no earlier weights to guide with.
+NO_GUIDE = ("Autoguidance is off for this checkpoint: it keeps no weights of its run from about half-way through "
+            "(saved by a version of DDPM Studio before autoguidance, imported, saved in its first steps, or soon "
+            "after resuming such a run); sampling without it")
 
 
 def guidance_record(loaded: LoadedModel, sc: config_mod.SampleConfig) -> dict[str, Any]:

@@ -314,10 +314,10 @@ class TrainingSession:
     def _ema_copy(self) -> LoadedModel:
         from ddpm_studio.services.sampling import LoadedModel
 
-        if getattr(self, "ema", None) is None or self.run is None or self.cfg is None:
+        if getattr(self, "ema", None) is None or self.training_step is None or self.run is None or self.cfg is None:
             raise RuntimeError("The run has no model yet (it is still loading images)")
         model = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
-        picked = self.training_step.early.guide_for(self.step)  # type: ignore[union-attr]
+        picked = self.training_step.early.guide_for(self.step)
         guide = None if picked is None else guide_network(model, picked[1])
         return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names),
                            guide=guide, guide_step=None if picked is None else picked[0])

@@ -134,7 +134,7 @@ def restore_state(ckpt: dict[str, Any], *, model: torch.nn.Module, ema: Any, ear
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["phema"] if isinstance(ema, PowerEMA) else ckpt["ema"])
         if "early_weights" in ckpt:  # checkpoints from before autoguidance have none: kept from here on
-            early.load_state_dict(ckpt["early_weights"])
+            early.load_state_dict(ckpt["early_weights"], {k: tuple(v.shape) for k, v in model.state_dict().items()})
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"Checkpoint does not match its model settings: {str(exc).splitlines()[0]}") from exc

@@ -184,7 +184,8 @@ class TrainingStep:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model, gate)  # on every rank alike (the weights are the same on all)
-        self.early.update(step, self.ema.model)
+        if self.early.due(step):  # only then: a power EMA rebuilds its average to give .model
+            self.early.update(step, self.ema.model)
 
     def reduce_across_ranks(self, total: torch.Tensor, sums: torch.Tensor,
                             counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

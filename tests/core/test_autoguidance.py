@@ -94,3 +94,28 @@ def test_guide_network_is_a_frozen_copy_in_the_templates_precision():
     guide = guide_network(template, {"a": torch.tensor(1.0, dtype=torch.float16)})
     assert float(guide.a) == 1.0 and guide.a.dtype == torch.float32 and not guide.a.requires_grad
     assert float(template.a.detach()) == 3.0 and not guide.training
+
+
+def test_a_copy_is_due_only_at_multiples_of_the_interval():
+    early = EarlyWeights(max_count=2)
+    run(early, range(1, 9), Affine(0.0))
+    assert early.interval == 4 and [s for s in range(9, 17) if early.due(s)] == [12, 16]
+
+
+def test_a_damaged_or_misfitting_store_is_refused_on_load():
+    good = EarlyWeights()
+    run(good, range(1, 5), Affine(0.0))
+    state = good.state_dict()
+    for bad in ({**state, "interval": 0}, {**state, "kept": "junk"}, {**state, "kept": [{"step": "2", "weights": {}}]}):
+        with pytest.raises(ValueError, match="damaged"):
+            EarlyWeights().load_state_dict(bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        EarlyWeights().load_state_dict(state, {"a": (2,)})
+    EarlyWeights().load_state_dict(state, {"a": ()})  # the shapes it has
+
+
+def test_a_copy_from_just_before_the_checkpoint_is_no_guide():
+    near = {"kept": [{"step": 95, "weights": {}}]}  # e.g. a run resumed at step 90 from a checkpoint that kept none
+    assert pick_guide(near, 100) is None
+    assert pick_guide({"kept": [{"step": 20, "weights": {}}, {"step": 95, "weights": {}}]}, 100) is None
+    assert pick_guide({"kept": [{"step": 35, "weights": {}}, {"step": 95, "weights": {}}]}, 100)[0] == 35

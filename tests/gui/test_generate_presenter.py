@@ -120,7 +120,7 @@ def test_steps_is_off_for_ddpm_with_the_reason_and_progress_names_the_steps_that
     (job,) = made
     assert job["kind"] == "generate" and job["model"] == str(run.checkpoint_path(40))
     assert job["out_dir"].parent == run.samples_dir and job["out_dir"].name.startswith("step_00000040-")
-    assert job["out_dir"].name.endswith("-ddpm-seed0")  # DDPM is named without a step count
+    assert job["out_dir"].name.endswith("-ddpm-ag1-seed0")  # DDPM is named without a step count
     view.show_results.assert_called_once()
     view.set_busy.assert_called_with(False)
 
@@ -267,3 +267,14 @@ def test_nearest_images_ask_about_the_model_the_shown_images_came_from(setup, qt
     assert asked == [str(run.path)] and last(view.end_task) == ("Copy of a training image",)
     emit(view.nearestRequested)  # a finished search leaves the button free, even when it finished at once
     assert asked == [str(run.path)] * 2
+
+
+def test_model_info_says_when_a_checkpoint_keeps_no_guide(monkeypatch):
+    from ddpm_studio.services import sampling
+
+    monkeypatch.setattr(sampling, "checkpoint_class_names", lambda _s: ())
+    monkeypatch.setattr(sampling, "checkpoint_ema_length", lambda _s: None)
+    monkeypatch.setattr(sampling, "checkpoint_guide_step", lambda _s: None)
+    assert model_sources.read_model_info("old.pt").guide_reason == NO_GUIDE_REASON
+    monkeypatch.setattr(sampling, "checkpoint_guide_step", lambda _s: 512)
+    assert model_sources.read_model_info("new.pt").guide_reason == ""

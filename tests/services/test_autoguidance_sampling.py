@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from ddpm_studio.cli import main as cli_main
-from ddpm_studio.core.checkpoint import load_checkpoint, save_checkpoint
+from ddpm_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ddpm_studio.core.device import choose_device
 from ddpm_studio.services import config as c
 from ddpm_studio.services import events as ev
 from ddpm_studio.services.evaluation import EvaluationSession
+from ddpm_studio.services.interpolation import InterpolationSession
 from ddpm_studio.services.runs import RunFolder
 from ddpm_studio.services.sampling import NO_GUIDE, SamplingSession, checkpoint_guide_step, load_for_sampling
 from ddpm_studio.services.training import TrainingSession
@@ -73,6 +74,50 @@ def test_a_checkpoint_from_before_autoguidance_samples_unguided_and_says_so(trai
     result, notes = sample(old, tmp_path, autoguidance=1.0)
     assert NO_GUIDE in notes and result.extra["autoguidance"] == 0.0
     assert (result.images == plain.images).all()
+
+
+def test_a_model_passed_in_without_its_guide_samples_unguided_without_blaming_the_checkpoint(trained, tmp_path):
+    result, notes = sample(load_for_sampling(trained[0], CPU), tmp_path)  # e.g. a benchmark's own loaded model
+    assert result.extra["autoguidance"] == 0.0 and NO_GUIDE not in notes
+
+
+def test_damaged_guide_weights_are_refused_with_the_way_out(trained, tmp_path):
+    ckpt = load_checkpoint(trained[0])
+    for entry in ckpt["early_weights"]["kept"]:
+        entry["weights"] = {k: v[..., :1] if v.ndim else v for k, v in entry["weights"].items()}
+    save_checkpoint(tmp_path / "bad.pt", {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+    with pytest.raises(CheckpointError, match="sample with autoguidance 0 to use the model alone"):
+        load_for_sampling(tmp_path / "bad.pt", CPU, guided=True)
+    assert load_for_sampling(tmp_path / "bad.pt", CPU).guide is None  # the model alone still loads
+    with pytest.raises(CheckpointError, match="earlier weights"):  # and resuming it is refused, not carried on
+        collect(TrainingSession(resume_from=tmp_path / "bad.pt", overrides={"optim": {"total_steps": 10}}))
+
+
+def test_a_power_ema_is_rebuilt_for_the_guide_only_when_a_copy_is_due(tmp_path, monkeypatch):
+    from ddpm_studio.core.autoguidance import EarlyWeights
+
+    asked_at: list[int] = []
+    real = EarlyWeights.update
+
+    def spy(self, step, model):  # ``model`` is the power EMA's average, rebuilt for the call
+        asked_at.append(step)
+        real(self, step, model)
+
+    monkeypatch.setattr(EarlyWeights, "update", spy)
+    cfg = c.check(c.from_dict({
+        "data": {"source": "demo", "image_size": 16}, "model": {"preset": "tiny"}, "diffusion": {"timesteps": 50},
+        "optim": {"batch_size": 4, "total_steps": 16, "device": "cpu", "ema": "power"},
+        "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0},
+    }))
+    collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="p"))
+    assert asked_at == [1, 2, 3, 4, 5, 6, 8, 10, 12, 16]  # the steps a copy is due at (then thinned), not every step
+
+
+def test_interpolation_records_it(trained, tmp_path):
+    session = InterpolationSession(trained[0], c.SampleConfig(**FAST), c.InterpolationConfig(frames=2), tmp_path / "i",
+                                   device="cpu")
+    ready = next(e for e in session.steps() if isinstance(e, ev.SamplesReady))
+    assert (ready.extra["autoguidance"], ready.extra["guide_step"]) == (1.0, 4)
 
 
 def test_evaluation_and_the_cli_take_the_setting(trained, tmp_path, capsys):

@@ -11,9 +11,10 @@ from ddpm_studio.services.runs import RunFolder
 
 
 def test_output_names_say_what_was_made_and_name_steps_only_when_they_apply() -> None:
-    ddim = SampleConfig(sampler="ddim", steps=50, sample_seed=3)
+    ddim = SampleConfig(sampler="ddim", steps=50, sample_seed=3, autoguidance=0)  # the model alone: names as before
     assert output_name("step_00000100", ddim) == "step_00000100-ddim50-seed3"
-    assert output_name("step_00000100", SampleConfig(sampler="ddpm", steps=50)) == "step_00000100-ddpm-seed0"
+    assert output_name("step_00000100", SampleConfig(sampler="ddpm", steps=50)) == "step_00000100-ddpm-ag1-seed0"
+    assert output_name("step_00000100", SampleConfig(autoguidance=1.5)) == "step_00000100-dpm++2m-sde20-ag1.5-seed0"
     assert output_name("live", ddim, stamp="20260101-120000") == "live-20260101-120000-ddim50-seed3"
     interp = interpolation_tag(InterpolationConfig(seed_from=2, seed_to=7))
     assert output_name("", ddim, what=interp, seed=False) == "interp2-7-ddim50"

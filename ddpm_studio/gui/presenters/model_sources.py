@@ -30,8 +30,9 @@ EMA_LIVE_REASON = ("The live model samples with the run's own EMA. Choose one of
 EMA_FIXED_REASON = ("This checkpoint's run averaged its weights with a fixed EMA, which keeps one average: other EMA "
                     "lengths can be rebuilt only for runs trained with EMA kind \"power\".")
 EMA_NO_MODEL_REASON = "Choose a model first."
-NO_GUIDE_REASON = ("This checkpoint keeps no earlier weights of its run to guide with (it was saved by a version of "
-                   "DDPM Studio before autoguidance, or at its first step): it samples without autoguidance.")
+NO_GUIDE_REASON = ("This checkpoint keeps no weights of its run from about half-way through to guide with (saved by a "
+                   "version of DDPM Studio before autoguidance, imported, saved in its first steps, or soon after "
+                   "resuming such a run): it samples without autoguidance.")
 EMA_READING_REASON = "Reading the checkpoint…"
 
 
