@@ -1,9 +1,10 @@
-"""Probe autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself") on our checkpoints.
+"""Probe autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself") with any guide.
 
-Why: a lead for issue 17, not a feature. Guiding a run's final weights with an earlier checkpoint of the same run,
-D = D_good + w (D_good - D_bad), sharpened the demo shapes a young model draws (docs/quality_per_compute.md). This
-scores the guided model with the demo detector exactly as `ddpm-studio evaluate` does (the default sampler, the
-same noises for every w), so each row compares with the unguided w = 0.
+Why: sampling guides a checkpoint by the earlier weights it keeps (``--autoguidance``, core/autoguidance.py); this
+tries other guides, e.g. another checkpoint of the same run, D = D_good + w (D_good - D_bad), to choose which
+earlier state is worth keeping (docs/quality_per_compute.md). It scores the guided model with the demo detector
+exactly as `ddpm-studio evaluate` does (the default sampler, the same noises for every w), so each row compares
+with the unguided w = 0.
 
     python benchmarks/autoguidance_probe.py GOOD.pt BAD.pt [--weights 0,1,2] [--num-images 256] [--json OUT]
 
@@ -18,25 +19,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ddpm_studio.services.evaluation import EvaluationSession, evaluation_sample_config
 from ddpm_studio.services.events import EvaluationReady
 from ddpm_studio.services.sampling import load_for_sampling, resolve_device
-
-
-class Autoguided(nn.Module):
-    """good(x, t) + w (good(x, t) - bad(x, t)); affine in the outputs, so it holds for ε and v alike."""
-
-    def __init__(self, good: nn.Module, bad: nn.Module, weight: float) -> None:
-        super().__init__()
-        self.good, self.bad, self.weight = good, bad, weight
-        self.config = good.config
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.good(x, t, y)
-        return out if self.weight == 0 else out + self.weight * (out - self.bad(x, t, y))
 
 
 def main() -> None:
@@ -51,9 +36,9 @@ def main() -> None:
     good = load_for_sampling(args.good, device, use_ema=True)
     bad = load_for_sampling(args.good if args.bad == "raw" else args.bad, device, use_ema=args.bad != "raw")
     rows = []
+    loaded = dataclasses.replace(good, guide=bad.model, guide_step=bad.step)
     for weight in (float(w) for w in args.weights.split(",")):
-        loaded = dataclasses.replace(good, model=Autoguided(good.model, bad.model, weight))
-        sample = dataclasses.replace(evaluation_sample_config(), num_images=args.num_images)
+        sample = dataclasses.replace(evaluation_sample_config(), num_images=args.num_images, autoguidance=weight)
         session = EvaluationSession(loaded, sample, None, fid="off", demo=True, memorization=False, device="cpu")
         report = next(ev.report for ev in session.steps() if isinstance(ev, EvaluationReady))
         demo = report["demo"]
