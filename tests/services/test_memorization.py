@@ -160,7 +160,8 @@ def test_the_share_of_copies_rises_as_a_tiny_model_memorizes_eight_images(tmp_pa
     shares = {}
     for info in RunFolder(tmp_path / "m").checkpoints():
         events = []
-        sample = evaluation_sample_config(num_images=32, sample_batch_size=32, sampler="dpm++2m", steps=20)
+        sample = evaluation_sample_config(num_images=32, sample_batch_size=32, sampler="dpm++2m", steps=20,
+                                          autoguidance=0)  # unguided, as the shares above were measured
         drive(EvaluationSession(info.path, sample, fid="off", device="cpu").steps(), events.append)
         shares[info.step] = events[-1].report["memorization"]["share"]
     print("memorization share by step:", shares)
