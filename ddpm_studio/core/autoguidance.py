@@ -101,8 +101,8 @@ def pick_guide(state: Any, step: int) -> tuple[int, dict[str, Tensor]] | None:
         return None
     low, high = GUIDE_RANGE[0] * step, GUIDE_RANGE[1] * step
     candidates = [(e["step"], e["weights"]) for e in entries
-                  if isinstance(e, dict) and isinstance(e.get("step"), int) and 0 < e["step"] < step
-                  and low <= e["step"] <= high and isinstance(e.get("weights"), dict)]
+                  if isinstance(e, dict) and isinstance(e.get("step"), int) and low <= e["step"] <= high
+                  and isinstance(e.get("weights"), dict)]
     if not candidates:
         return None
     return min(candidates, key=lambda c: (abs(c[0] - GUIDE_FRACTION * step), c[0]))

@@ -142,10 +142,21 @@ def _rebuilt_ema(ckpt: dict[str, Any], cfg: config_mod.RunConfig, path: Path, nu
     return checked_table(weights, expected_shapes(cfg, num_classes), path.name)  # finite (fp16 sums cannot overflow)
 
 
-def _mapped_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint (or a run folder's newest one), memory-mapped so that a multi-GB file is not read just to say
-    what it offers; falls back to :func:`load_checkpoint`, whose CheckpointError says what is wrong. Still file I/O:
-    call the functions below off the GUI thread."""
+@dataclass(frozen=True)
+class CheckpointOffer:
+    """What a checkpoint offers the sampler form (the GUI's Class, EMA length and Autoguidance fields)."""
+
+    class_names: tuple[str, ...]  # the classes it was trained with; empty = unconditional
+    ema_length: float | None  # the run's own EMA length when it can rebuild others (a power EMA), else None
+    guide_step: int | None  # the step of the earlier weights autoguidance would use; None: it keeps none
+
+
+def checkpoint_offer(path: str | Path) -> CheckpointOffer:
+    """What a checkpoint (or a run folder's newest one) offers, read once.
+
+    Memory-maps the file so that a multi-GB checkpoint is not read just for this (falls back to
+    :func:`load_checkpoint`, whose CheckpointError says what is wrong). Still file I/O: call it off the GUI thread.
+    """
     ckpt_path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
@@ -153,28 +164,11 @@ def _mapped_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME or "config" not in ckpt:
         ckpt = load_checkpoint(ckpt_path)
-    return ckpt
-
-
-def checkpoint_ema_length(path: str | Path) -> float | None:
-    """The run's own EMA length (σ_rel) when a checkpoint can rebuild other lengths (a power EMA), else None.
-    For the GUI's "EMA length" control."""
-    ckpt = _mapped_checkpoint(path)
-    return _own_ema_length(ckpt) if isinstance(ckpt.get("phema"), dict) else None
-
-
-def checkpoint_class_names(path: str | Path) -> tuple[str, ...]:
-    """The classes a checkpoint (or a run folder's newest one) was trained with; empty = unconditional."""
-    return tuple(str(n) for n in _mapped_checkpoint(path).get("class_names", ()))
-
-
-def checkpoint_guide_step(path: str | Path) -> int | None:
-    """The step of the earlier weights autoguidance would guide a checkpoint with; None: it keeps none (written
-    before autoguidance, or at its first step). For the GUI's "Autoguidance" field."""
-    ckpt = _mapped_checkpoint(path)
     step = ckpt.get("step")
     picked = pick_guide(ckpt.get("early_weights"), step) if isinstance(step, int) else None
-    return None if picked is None else picked[0]
+    return CheckpointOffer(tuple(str(n) for n in ckpt.get("class_names", ())),
+                           _own_ema_length(ckpt) if isinstance(ckpt.get("phema"), dict) else None,
+                           None if picked is None else picked[0])
 
 
 def seed_noise(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -272,9 +272,7 @@ def test_nearest_images_ask_about_the_model_the_shown_images_came_from(setup, qt
 def test_model_info_says_when_a_checkpoint_keeps_no_guide(monkeypatch):
     from ddpm_studio.services import sampling
 
-    monkeypatch.setattr(sampling, "checkpoint_class_names", lambda _s: ())
-    monkeypatch.setattr(sampling, "checkpoint_ema_length", lambda _s: None)
-    monkeypatch.setattr(sampling, "checkpoint_guide_step", lambda _s: None)
+    monkeypatch.setattr(sampling, "checkpoint_offer", lambda _s: sampling.CheckpointOffer((), None, None))
     assert model_sources.read_model_info("old.pt").guide_reason == NO_GUIDE_REASON
-    monkeypatch.setattr(sampling, "checkpoint_guide_step", lambda _s: 512)
+    monkeypatch.setattr(sampling, "checkpoint_offer", lambda _s: sampling.CheckpointOffer((), None, 512))
     assert model_sources.read_model_info("new.pt").guide_reason == ""

@@ -12,7 +12,7 @@ from ddpm_studio.services import events as ev
 from ddpm_studio.services.evaluation import EvaluationSession
 from ddpm_studio.services.interpolation import InterpolationSession
 from ddpm_studio.services.runs import RunFolder
-from ddpm_studio.services.sampling import NO_GUIDE, SamplingSession, checkpoint_guide_step, load_for_sampling
+from ddpm_studio.services.sampling import NO_GUIDE, SamplingSession, checkpoint_offer, load_for_sampling
 from ddpm_studio.services.training import TrainingSession
 from tests.services.test_training import collect
 
@@ -54,7 +54,7 @@ def test_the_checkpoint_keeps_earlier_weights_and_the_guide_is_the_one_near_half
         torch.testing.assert_close(value, kept[1]["weights"][name].float(), msg=name)
     assert any(not torch.equal(p, q) for p, q in zip(loaded.model.parameters(), loaded.guide.parameters(), strict=True))
     assert load_for_sampling(path, CPU).guide is None  # loaded only when asked for
-    assert checkpoint_guide_step(path) == 4 and checkpoint_guide_step(trained[1]) is None  # what the GUI reads
+    assert checkpoint_offer(path).guide_step == 4 and checkpoint_offer(trained[1]).guide_step is None  # what the GUI reads
 
 
 def test_sampling_applies_autoguidance_and_records_it(trained, tmp_path):

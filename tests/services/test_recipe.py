@@ -14,7 +14,7 @@ from ddpm_studio.services import training as training_mod
 from ddpm_studio.services.control import RunControl
 from ddpm_studio.services.run_budget import TrainingClock
 from ddpm_studio.services.runs import RunFolder
-from ddpm_studio.services.sampling import checkpoint_ema_length, load_for_sampling
+from ddpm_studio.services.sampling import checkpoint_offer, load_for_sampling
 from ddpm_studio.services.training import TrainingError, TrainingSession
 from tests.services.resume_helpers import straight_and_resumed
 from tests.services.test_training import collect
@@ -43,7 +43,7 @@ def test_post_hoc_ema_lengths_through_the_services_api_and_the_cli(tmp_path, tin
     cfg = tiny_cfg(optim={**POWER, "total_steps": 6})
     collect(TrainingSession(cfg, runs_dir=tmp_path, run_name="p"))
     ckpt = RunFolder(tmp_path / "p").latest_checkpoint().path
-    assert checkpoint_ema_length(ckpt) == 0.1
+    assert checkpoint_offer(ckpt).ema_length == 0.1
 
     own = load_for_sampling(ckpt, CPU)
     assert own.ema_length == 0.1
@@ -65,7 +65,7 @@ def test_post_hoc_ema_lengths_through_the_services_api_and_the_cli(tmp_path, tin
 def test_a_fixed_ema_run_says_it_cannot_rebuild_ema_lengths(tmp_path, tiny_cfg, capsys):
     collect(TrainingSession(tiny_cfg(optim={"ema": "fixed", "total_steps": 2}), runs_dir=tmp_path, run_name="f"))
     ckpt = RunFolder(tmp_path / "f").latest_checkpoint().path
-    assert checkpoint_ema_length(ckpt) is None
+    assert checkpoint_offer(ckpt).ema_length is None
     with pytest.raises(CheckpointError, match="fixed-decay EMA"):
         load_for_sampling(ckpt, CPU, ema_length=0.1)
     assert cli_main(["sample", str(ckpt), "--ema-length", "0.1", "--num-images", "1", "--device", "cpu",

@@ -38,12 +38,11 @@ EMA_READING_REASON = "Reading the checkpoint…"
 
 def read_model_info(source: str) -> ModelInfo:
     """A checkpoint's (or a run folder's newest one's) classes, own EMA length and guide (file I/O: off the GUI thread)."""
-    from ddpm_studio.services.sampling import checkpoint_class_names, checkpoint_ema_length, checkpoint_guide_step
+    from ddpm_studio.services.sampling import checkpoint_offer
 
-    length = checkpoint_ema_length(source)
-    guide_reason = "" if checkpoint_guide_step(source) is not None else NO_GUIDE_REASON
-    return ModelInfo(checkpoint_class_names(source), length, "" if length is not None else EMA_FIXED_REASON,
-                     guide_reason)
+    offer = checkpoint_offer(source)
+    return ModelInfo(offer.class_names, offer.ema_length, "" if offer.ema_length is not None else EMA_FIXED_REASON,
+                     "" if offer.guide_step is not None else NO_GUIDE_REASON)
 
 
 def import_if_diffusers(path: str, runs_dir: Path) -> Any:
