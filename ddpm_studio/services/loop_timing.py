@@ -6,7 +6,8 @@ that honest, each testable with a fake clock:
 
 - :class:`ActiveClock`: wall time minus the time spent paused, so nothing is "due" because the user paused.
 - :class:`Throughput`: images/s and the ETA from training steps only, smoothed over about a minute of
-  training (a time constant, not a step count), so a busy CPU or a slow preview does not swing them.
+  training (a time constant, not a step count), so a busy CPU or a slow preview does not swing them; the ETA
+  then adds the share of the run's time its side work has taken.
 - :class:`PreviewCadence`: previews come at their nominal cadence (every N steps, every M minutes of training
   time) but never take more than a set share of the run's time: after a preview that took c seconds the next
   waits at least c·(1-b)/b seconds of active time (b = the budget, 10 % by default); no preview comes in the
@@ -30,6 +31,8 @@ ETA_WINDOW_SHARE = 0.25
 ETA_MIN_WINDOW_SECONDS = 120.0
 #: After a resume, no automatic preview for this long (active time): Resume should resume training.
 RESUME_GRACE_SECONDS = 30.0
+#: The ETA adds the share of time previews and checkpoints take once the run has gone on this long (seconds).
+SIDE_WORK_MIN_SECONDS = 30.0
 
 
 class ActiveClock(TrainingClock):
@@ -102,6 +105,14 @@ class Throughput:
             return math.inf
         share = min(max(overhead_share, 0.0), 0.9)
         return remaining_steps * spt / (1.0 - share)
+
+    def side_work_share(self, active_seconds: float) -> float:
+        """The share of ``active_seconds`` (the run's active time, warm-up left out) not spent in training steps
+        (previews, validation, checkpoints, logging), once there is enough of a run to tell: the ``overhead_share``
+        of :meth:`eta`, so the ETA includes the side work still to come."""
+        if active_seconds < SIDE_WORK_MIN_SECONDS or active_seconds <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.train_seconds / active_seconds)
 
 
 class PreviewCadence:

@@ -79,8 +79,6 @@ log = logging.getLogger(__name__)
 
 #: While training, run.json's step is brought up to date this often (seconds), so the Runs list shows it.
 STATUS_EVERY_SECONDS = 10.0
-#: The ETA adds the share of time previews and checkpoints take once the run has gone on this long (seconds).
-SIDE_WORK_MIN_SECONDS = 30.0
 
 
 class TrainingSession:
@@ -400,7 +398,7 @@ class TrainingSession:
             self.training_log.add_step(result.loss, result.bucket_sums, result.bucket_counts)
             self._last_loss, self._last_lr = result.loss, result.lr
             now = self._active()
-            eta = speed.eta(total_steps - result.step, _side_work_share(now - self._warm_up_done, speed))
+            eta = speed.eta(total_steps - result.step, speed.side_work_share(now - self._warm_up_done))
             if self.budget.timed:  # the time budget may end the run first
                 eta = min(eta, max(0.0, self.budget.budget_seconds - self.budget.clock.seconds))
             yield TrainProgress(result.step, total_steps, result.loss, result.lr, speed.images_per_sec, eta, now,
@@ -518,10 +516,3 @@ class TrainingSession:
             self._cadence.resumed(self._active())
             yield RunResumed(self.step)
 
-
-def _side_work_share(active_seconds: float, speed: Throughput) -> float:
-    """The share of the run's active time not spent in training steps (previews, validation, checkpoints,
-    logging), once there is enough of a run to tell; the ETA adds it to the training time still to come."""
-    if active_seconds < SIDE_WORK_MIN_SECONDS or active_seconds <= 0:
-        return 0.0
-    return max(0.0, 1.0 - speed.train_seconds / active_seconds)
