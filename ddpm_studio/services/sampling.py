@@ -10,6 +10,7 @@ consume the same thing; ``control.stop()`` cancels between sampler steps.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddpm_studio.core.autoguidance import Autoguided, guide_network, pick_guide
+from ddpm_studio.core.autoguidance import Autoguided, EarlyWeights, guide_network, pick_guide
 from ddpm_studio.core.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, default_mps_memory_limit
 from ddpm_studio.core.samplers import SamplerSpec, iter_sampler
@@ -58,6 +59,17 @@ class LoadedModel:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size)
+
+
+def training_snapshot(ema_model: nn.Module, early: EarlyWeights, step: int, cfg: config_mod.RunConfig,
+                      schedule: NoiseSchedule, run_path: Path, class_names: tuple[str, ...]) -> LoadedModel:
+    """A running training's EMA model, ready to sample as its checkpoint at ``step`` would be (with the guide that
+    checkpoint would keep, from the run's ``early`` weights), in weights of its own: training goes on meanwhile."""
+    model = copy.deepcopy(ema_model).eval().requires_grad_(False)
+    picked = early.guide_for(step)
+    guide = None if picked is None else guide_network(model, picked[1])
+    return LoadedModel(model, cfg, schedule, step, run_path, class_names, guide=guide,
+                       guide_step=None if picked is None else picked[0])
 
 
 def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = True,

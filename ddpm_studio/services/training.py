@@ -22,7 +22,6 @@ checkpoint keeps of the run and how a resume gets it back is :mod:`ddpm_studio.s
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ddpm_studio.core.accelerator_check import check_device, is_accelerator
-from ddpm_studio.core.autoguidance import EarlyWeights, guide_network
+from ddpm_studio.core.autoguidance import EarlyWeights
 from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
@@ -310,15 +309,12 @@ class TrainingSession:
         self.control.submit(lambda: self._apply_keep_last(n))
 
     def _ema_copy(self) -> LoadedModel:
-        from ddpm_studio.services.sampling import LoadedModel
+        from ddpm_studio.services.sampling import training_snapshot  # when asked: a run that never samples loads no sampler
 
         if getattr(self, "ema", None) is None or self.training_step is None or self.run is None or self.cfg is None:
             raise RuntimeError("The run has no model yet (it is still loading images)")
-        model = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
-        picked = self.training_step.early.guide_for(self.step)
-        guide = None if picked is None else guide_network(model, picked[1])
-        return LoadedModel(model, self.cfg, self.schedule, self.step, self.run.path, tuple(self.class_names),
-                           guide=guide, guide_step=None if picked is None else picked[0])
+        return training_snapshot(self.ema.model, self.training_step.early, self.step, self.cfg, self.schedule,
+                                 self.run.path, tuple(self.class_names))
 
     def _apply_keep_last(self, n: int) -> None:
         if self.cfg is not None:
