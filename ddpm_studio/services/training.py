@@ -40,8 +40,6 @@ from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device,
 from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services import config_files
-from ddpm_studio.services.acceleration import compile_failure
-from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchStream
 from ddpm_studio.services.checkpointing import Checkpointer
 from ddpm_studio.services.conditioning import ConditioningError, training_class_names
@@ -69,7 +67,7 @@ from ddpm_studio.services.runs import RunFolder, default_run_name
 from ddpm_studio.services.step_results import PendingSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
 from ddpm_studio.services.training_state import checkpoint_payload, load_resume_point, restore_state
-from ddpm_studio.services.training_step import TrainingError, TrainingStep, make_ema, make_optimizer, step_policy
+from ddpm_studio.services.training_step import TrainingError, TrainingStep, make_ema, make_optimizer, step_policy, user_failure
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
@@ -345,16 +343,9 @@ class TrainingSession:
         except BaseException as exc:
             self._healthy = False
             self._status(state="failed", step=self.step)
-            failure = compile_failure(exc) if self.cfg is not None and self.cfg.optim.compile != "off" else None
-            if failure:
-                raise TrainingError(failure) from exc
-            if isinstance(exc, Exception) and is_out_of_memory(exc) and self.cfg is not None:
-                o = self.cfg.optim
-                raise TrainingError(
-                    f"Out of memory at step {self.step + 1} with {o.batch_size} images per micro-batch: "
-                    f"{oom_advice(o.batch_size, o.grad_accum)}. The last checkpoint is kept; resume from it with those "
-                    f"settings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                ) from exc
+            error = user_failure(exc, self.cfg.optim, self.step + 1) if self.cfg is not None else None
+            if error is not None:
+                raise error from exc
             raise
         finally:
             if not finished and self.run is not None and self._healthy is False:

@@ -22,7 +22,8 @@ from ddpm_studio.core.objectives import bucket_losses, loss_weights, sample_time
 from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.core.schedules import NoiseSchedule
 from ddpm_studio.services import config as config_mod
-from ddpm_studio.services.acceleration import resident_images
+from ddpm_studio.services.acceleration import compile_failure, resident_images
+from ddpm_studio.services.batch_fit import is_out_of_memory, oom_advice
 from ddpm_studio.services.batches import BatchStream, images_to_batch
 from ddpm_studio.services.conditioning import drop_labels
 from ddpm_studio.services.control import RunControl
@@ -32,7 +33,26 @@ from ddpm_studio.services.step_results import RefusedSteps, non_finite_message
 
 class TrainingError(RuntimeError):
     """The run cannot continue; the message is for the user (raised here for a non-finite step, by the session for
-    the rest)."""
+    the rest, some of them worded by :func:`user_failure`)."""
+
+
+def user_failure(exc: BaseException, optim: config_mod.OptimConfig, step: int) -> TrainingError | None:
+    """The TrainingError to raise instead of ``exc`` when the user can act on it, or None (``exc`` goes on as it is).
+
+    Two failures of a step come from the machine rather than the code, and each has a setting that avoids it:
+    torch.compile failing here (train with compile off), and running out of memory in step ``step`` (a smaller
+    micro-batch with more accumulation, the same images per step). Both say to resume from the last checkpoint.
+    """
+    failure = compile_failure(exc) if optim.compile != "off" else None
+    if failure:
+        return TrainingError(failure)
+    if isinstance(exc, Exception) and is_out_of_memory(exc):
+        return TrainingError(
+            f"Out of memory at step {step} with {optim.batch_size} images per micro-batch: "
+            f"{oom_advice(optim.batch_size, optim.grad_accum)}. The last checkpoint is kept; resume from it with those "
+            f"settings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        )
+    return None
 
 
 def make_ema(model: torch.nn.Module, optim: config_mod.OptimConfig) -> EMA | PowerEMA:
