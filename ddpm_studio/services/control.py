@@ -100,6 +100,16 @@ class RunControl:
         """
         return self._wait(lambda: not self._paused or bool(self._requests), timeout)
 
+    def serve_while_paused(self, serve: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        """Wait until resumed or stopped, yielding from ``serve()`` (which takes the requests) each time a checkpoint
+        / preview request wakes the run: it is served at once, and the run waits again, still paused."""
+        while True:
+            self.wait_while_paused()
+            if self.has_requests and not self.stop_requested:
+                yield from serve()
+            if not self.paused or self.stop_requested:
+                return
+
     def _wait(self, done: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -142,6 +152,17 @@ class RunControl:
                     return
                 fn, future = self._calls.popleft()
             _run(fn, future)
+
+    def serving(self, events: Generator[Any, None, None]) -> Iterator[Any]:
+        """``events``, running the submitted requests after each one: the session that makes them is then suspended
+        at a yield, between two steps, so nothing races its weights or its checkpoint policy. Closing this closes
+        ``events`` (its ``finally`` runs)."""
+        try:
+            for event in events:
+                yield event
+                self.run_pending()
+        finally:
+            events.close()
 
     def close(self) -> None:
         """The session has ended: serve what is pending, and from now on run submissions in the caller's thread."""

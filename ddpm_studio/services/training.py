@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,23 +320,13 @@ class TrainingSession:
         if self.checkpointer is not None:
             self.checkpointer.keep_last = n
 
-    def _serving_requests(self, events: Generator[Any, None, None]) -> Iterator[Any]:
-        """``events``, running the requests of :meth:`snapshot` / :meth:`set_keep_last` after each one: the
-        loop is then suspended between two steps, so nothing races the weights or the checkpoint policy."""
-        try:
-            for event in events:
-                yield event
-                self.control.run_pending()
-        finally:
-            events.close()
-
     # ------------------------------------------------------------------ the loop
     def steps(self) -> Iterator[Any]:
         """Yield events until the run completes, is stopped, or fails (then the exception propagates)."""
         finished = False
         try:
             yield from self._setup()
-            yield from self._serving_requests(self._loop())
+            yield from self.control.serving(self._loop())  # snapshot() and set_keep_last() act between steps
             finished = True
         except GeneratorExit:
             raise
@@ -489,12 +479,7 @@ class TrainingSession:
         self._active.pause_started()
         self.budget.clock.stop()  # a time budget counts running time only
         yield RunPaused(self.step)
-        while True:
-            self.control.wait_while_paused()
-            if self.control.has_requests and not self.control.stop_requested:
-                yield from self._serve_requests(loss)
-            if not self.control.paused or self.control.stop_requested:
-                break
+        yield from self.control.serve_while_paused(lambda: self._serve_requests(loss))
         self._active.pause_ended()
         self.budget.clock.start()
         self._status(state="running", step=self.step)
