@@ -15,9 +15,10 @@ Under torchrun (``distributed=True``) every process runs this same loop on its s
 global batch, with the model in DistributedDataParallel; rank 0 alone writes the run folder
 (see :mod:`ddpm_studio.services.distributed`).
 
-This module is the run: setup, the loop and its cadences, requests, pause. What one optimisation step does
-(batch, noise levels, weighted objective, guarded update) is :mod:`ddpm_studio.services.training_step`; what a
-checkpoint keeps of the run and how a resume gets it back is :mod:`ddpm_studio.services.training_state`.
+This module is the run: the order of its setup, the loop and its cadences, requests, pause. What setup builds (the
+device checked, the run folder claimed, the images, the model with its EMA and optimizer) is :mod:`training_setup`;
+what one optimisation step does (batch, noise levels, weighted objective, guarded update) and how its failures read
+to the user is :mod:`training_step`; what a checkpoint keeps and how a resume gets it back is :mod:`training_state`.
 """
 
 from __future__ import annotations
@@ -34,17 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ddpm_studio.core.accelerator_check import check_device, is_accelerator
-from ddpm_studio.core.autoguidance import EarlyWeights
-from ddpm_studio.core.device import DeviceChoice, attention_impl, choose_device, limit_mps_memory
-from ddpm_studio.core.unet_blocks import use_attention
 from ddpm_studio.services import config as config_mod
 from ddpm_studio.services import config_files
-from ddpm_studio.services.batches import BatchStream
 from ddpm_studio.services.checkpointing import Checkpointer
-from ddpm_studio.services.conditioning import ConditioningError, training_class_names
 from ddpm_studio.services.control import CHECKPOINT, PREVIEW, RunControl
-from ddpm_studio.services.distributed import Distributed, start
+from ddpm_studio.services.distributed import Distributed
 from ddpm_studio.services.events import (
     CheckpointFailed,
     CheckpointSaved,
@@ -58,16 +53,16 @@ from ddpm_studio.services.events import (
 )
 from ddpm_studio.services.loop_timing import ActiveClock, PreviewCadence, Throughput
 from ddpm_studio.services.lr_schedule import lr_at
-from ddpm_studio.services.model_factory import build_model, build_schedule, parameter_count
+from ddpm_studio.services.model_factory import parameter_count
 from ddpm_studio.services.preview import Previewer
-from ddpm_studio.services.progress import run_with_progress
 from ddpm_studio.services.run_budget import RunBudget, TrainingClock
-from ddpm_studio.services.run_lock import RunLock, claim_for_training
+from ddpm_studio.services.run_lock import RunLock
 from ddpm_studio.services.runs import RunFolder, default_run_name
 from ddpm_studio.services.step_results import PendingSteps, non_finite_message
 from ddpm_studio.services.training_log import TrainingLog
-from ddpm_studio.services.training_state import checkpoint_payload, load_resume_point, restore_state
-from ddpm_studio.services.training_step import TrainingError, TrainingStep, make_ema, make_optimizer, step_policy, user_failure
+from ddpm_studio.services.training_setup import build_trainer, claim_run_folder, load_training_data, ready_device, training_device
+from ddpm_studio.services.training_state import checkpoint_payload, load_resume_point
+from ddpm_studio.services.training_step import TrainingError, TrainingStep, step_policy, user_failure
 
 if TYPE_CHECKING:
     from ddpm_studio.services.sampling import LoadedModel
@@ -123,39 +118,14 @@ class TrainingSession:
         cfg = config_mod.check(self.cfg)  # type: ignore[arg-type]
         self.cfg = cfg
         torch.manual_seed(cfg.optim.seed)
-        self.device: DeviceChoice = choose_device(cfg.optim.device, cfg.optim.mixed_precision)
-        if self.distributed:
-            self.dist, dev = start(self.device.device)
-            self.device = dataclasses.replace(self.device, device=dev)
+        self.device, self.dist = training_device(cfg.optim, self.distributed)
         dev = self.device.device
         main = self.dist.is_main
         resumed_run = resume.run_dir if resume is not None else None  # continue in the run's own folder
         if resumed_run is not None:
-            self._claim(resumed_run)  # locked before the (maybe long) device check and image load
-        warnings: list[str] = []
-        mps_note = limit_mps_memory(cfg.optim.mps_memory_fraction) if dev.type == "mps" else None
-        attention = attention_impl(cfg.optim.attention, dev)
-        if dev.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
-            torch.backends.cudnn.benchmark = True  # a step's shapes never change: let cuDNN time its convolutions once
-        self.device_check = None
-        if is_accelerator(dev):  # one forward + backward against the CPU: a wrong kernel trains garbage silently
-            yield Status(f"Checking the {dev.type} device against the CPU")
-            self.device_check = check_device(dev, attention)
-            if self.device_check.warning:
-                warnings.append(self.device_check.warning)
-
-        yield Status("Loading images")
-        from ddpm_studio.services.data_source import load_images
-
-        with self.dist.local_main_first():  # one process per node decodes (and caches) a folder, the others reuse it
-            self.data = yield from run_with_progress(
-                "Loading images", lambda progress: load_images(cfg.data, progress, cancel=lambda: self.control.stop_requested)
-            )
-
-        try:
-            self.class_names = training_class_names(self.data, ckpt) if cfg.data.conditional else ()
-        except ConditioningError as exc:
-            raise TrainingError(str(exc)) from None
+            self.run_lock = claim_run_folder(resumed_run, self.dist)  # locked before the (maybe long) device check and image load
+        ready = yield from ready_device(dev, cfg.optim)
+        self.data, self.class_names = yield from load_training_data(cfg.data, self.dist, self.control, ckpt)
         if restart is not None:
             self.run = restart  # a run with no checkpoint starts again in its own folder
             message = f"Run {self.run.name} has no checkpoint yet: starting it again from step 0 with its saved settings"
@@ -166,13 +136,13 @@ class TrainingSession:
         else:
             name = self.run_name or default_run_name(cfg.data.source, cfg.data.data_path)
             self.run = RunFolder(self.dist.broadcast(str(RunFolder.create(self.runs_dir, name).path) if main else None))
-            self._claim(self.run.path)
+            self.run_lock = claim_run_folder(self.run.path, self.dist)
         if main:
             config_files.save_config_file(cfg, self.run.config_path)
         self.checkpointer = Checkpointer(self.run, self.control, cfg.schedule.keep_last, status=self._status,
                                          pause_on_failure=not self.dist.enabled)
 
-        self._build_trainer(cfg, attention, ckpt)
+        self._build_trainer(cfg, ready.attention, ckpt)
         self.training_log = TrainingLog(self.run.path, self.run.metrics_path, tensorboard=cfg.schedule.tensorboard and main,
                                         wandb=cfg.schedule.wandb and main, config=config_mod.to_dict(cfg))
         if (ckpt is not None or restart is not None) and main:
@@ -187,57 +157,27 @@ class TrainingSession:
             resumed_from=str(self.resume_from) if ckpt is not None else None,
             world_size=self.dist.world, batch_per_device=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
             class_names=tuple(self.class_names), precision=self.device.precision_name,
-            warnings=tuple(warnings), device_check=self.device_check,
-            time_budget_s=self.budget.budget_seconds,
+            warnings=ready.warnings, device_check=ready.check, time_budget_s=self.budget.budget_seconds,
         )
-        if mps_note:
-            log.info(mps_note)
+        if ready.mps_note:
+            log.info(ready.mps_note)
 
     def _build_trainer(self, cfg: config_mod.RunConfig, attention: str, ckpt: dict[str, Any] | None) -> None:
-        """The model, its EMA, optimizer and random streams, restored from ``ckpt`` when resuming, and the step's
-        machinery over them (:class:`TrainingStep`)."""
-        dev = self.device.device
-        self.model = build_model(cfg, num_classes=len(self.class_names)).to(dev)
-        use_attention(self.model, attention)
-        if cfg.optim.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema, early = make_ema(self.model, cfg.optim), EarlyWeights()
-        self.schedule = build_schedule(cfg)
-        deferred, fused = step_policy(dev, self.dist.enabled)
-        self.optimizer = make_optimizer(self.model, cfg.optim, fused)
-        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.device.autocast_dtype == torch.float16)
+        """The step's machinery (see :func:`build_trainer`), how the loop reads its results, and the time budget:
+        all continuing from ``ckpt`` when resuming."""
+        deferred, fused = step_policy(self.device.device, self.dist.enabled)
         self._pending = PendingSteps(deferred=deferred, clock=self._now)
-        generator = torch.Generator(device=dev).manual_seed(cfg.optim.seed + 1)  # t, ε and labels are drawn from it
         self.budget = RunBudget(cfg.optim, TrainingClock())
-        cursor = None
-        if ckpt is not None:
-            restored = restore_state(ckpt, model=self.model, ema=self.ema, early=early, optimizer=self.optimizer,
-                                     scaler=self.scaler, generator=generator, world=self.dist.world,
-                                     distributed=self.dist.enabled)
-            self.step, cursor = restored.step, restored.cursor
+        self.training_step, restored = build_trainer(
+            cfg, self.device, self.dist, self.control, data=self.data, num_classes=len(self.class_names),
+            attention=attention, fused=fused, refuse_on_device=deferred, ckpt=ckpt)
+        trainer = self.training_step
+        self.model, self.ema, self.schedule = trainer.model, trainer.ema, trainer.schedule
+        self.optimizer, self.scaler = trainer.optimizer, trainer.scaler
+        if restored is not None:
+            self.step = restored.step
             self.budget.clock.used = restored.train_seconds  # a time budget continues where it stopped
             self.checkpointer.last_saved_step = self.step  # type: ignore[union-attr]
-        if self.dist.enabled:  # dropout masks: each rank its own stream (all else is drawn from the run's generator)
-            torch.manual_seed(self.dist.rank_seed(cfg.optim.seed, self.step))
-        net = self.dist.wrap(self.model)  # the model itself, or in DDP (forward and backward go through it)
-        if cfg.optim.compile != "off":  # compiles at the first step (previews and EMA use the eager model)
-            net = torch.compile(net, mode=cfg.optim.compile)
-        batches = BatchStream(len(self.data), cfg.optim.batch_size, cfg.optim.seed, hflip=cfg.data.hflip,
-                              rank=self.dist.rank, world=self.dist.world, cursor=cursor)
-        self.training_step = TrainingStep(
-            cfg, self.device, self.dist, self.control, model=self.model, net=net, ema=self.ema, early=early,
-            optimizer=self.optimizer, scaler=self.scaler, schedule=self.schedule, data=self.data,
-            num_classes=len(self.class_names), batches=batches, generator=generator,
-            refuse_on_device=deferred)
-
-    def _claim(self, run_path: Path) -> None:
-        """One trainer per run folder: rank 0 locks it for the group (a second trainer is refused, naming this one),
-        and under torchrun notes the job in run.json, so that a group torchrun restarts finds it (services/elastic.py)."""
-        self.run_lock = claim_for_training(run_path, self.dist)
-        if self.dist.is_main:
-            from ddpm_studio.services.elastic import record_job
-
-            record_job(RunFolder(run_path))
 
     def _status(self, **fields: Any) -> None:
         """Update run.json (rank 0 only: the other ranks of a torchrun job write nothing)."""

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ddpm_studio.cli import main
 from ddpm_studio.services import events as ev
-from ddpm_studio.services import training
+from ddpm_studio.services import training_setup
 from ddpm_studio.services.training import TrainingError, TrainingSession
 from tests.services.test_training import collect as run
 
@@ -24,7 +24,7 @@ def faulty_float32_group_norm(monkeypatch):
 
 
 def test_a_failed_device_check_warns_and_offers_the_cpu(tmp_path, tiny_cfg, monkeypatch):
-    monkeypatch.setattr(training, "is_accelerator", lambda device: True)  # treat this CPU as an accelerator
+    monkeypatch.setattr(training_setup, "is_accelerator", lambda device: True)  # treat this CPU as an accelerator
     faulty_float32_group_norm(monkeypatch)
     events = run(TrainingSession(tiny_cfg(optim={"total_steps": 1, "mixed_precision": "off"}), runs_dir=tmp_path))
     started = next(e for e in events if isinstance(e, ev.RunStarted))
@@ -35,7 +35,7 @@ def test_a_failed_device_check_warns_and_offers_the_cpu(tmp_path, tiny_cfg, monk
 
 
 def test_the_cli_prints_the_device_warning(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(training, "is_accelerator", lambda device: True)
+    monkeypatch.setattr(training_setup, "is_accelerator", lambda device: True)
     faulty_float32_group_norm(monkeypatch)
     code = main(["train", "--source", "demo", "--image-size", "16", "--preset", "tiny", "--timesteps", "50",
                  "--batch-size", "4", "--total-steps", "1", "--device", "cpu", "--mixed-precision", "off",
