@@ -1,13 +1,16 @@
-"""What a training session builds before its first step: the device to train on, and the trainer over it.
+"""What a training session builds before its first step: the device, the claim on its run folder, the images, and
+the trainer over them.
 
 Apart from :class:`~ddpm_studio.services.training.TrainingSession` (which owns the run: its folder, clock, loop,
-previews, checkpoints and requests) because this is construction, done once, in an order that matters, and a
+previews, checkpoints and requests, and the order of these calls) because this is construction, done once, and a
 reader looking for "which device, which attention, which optimizer, how is a resume restored" wants it on one
 screen without the loop around it:
 
 - :func:`training_device` and :func:`ready_device`: the device and precision (under torchrun: this rank's GPU,
   once the process group is joined), then the device made ready and checked against the CPU. Two calls, so the
-  session can lock a resumed run's folder in between: after the group exists, before the (maybe long) check.
+  session can claim a resumed run's folder in between: after the group exists, before the (maybe long) check.
+- :func:`claim_run_folder`: one trainer per run folder (rank 0's lock), the torchrun job noted for a restart.
+- :func:`load_training_data`: the images and a conditional run's class names.
 - :func:`build_trainer`: the model, its EMA, optimizer, loss scaler and random streams, restored from a
   checkpoint when resuming, and the :class:`~ddpm_studio.services.training_step.TrainingStep` over them.
 """
