@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 #: name → (batch size, extra `ddpm-studio train` flags). The flags say where each differs from the CLI defaults
-#: of the day it ran; "uniform" pins the loss weighting that was the default before Min-SNR.
+#: of the day it ran; "uniform" pins the loss weighting that was the default before Min-SNR (and ``train`` pins the fixed
+#: EMA, the default before the power EMA, which a recipe's own --ema overrides).
 RECIPES: dict[str, tuple[int, list[str]]] = {
     "old-defaults": (32, ["--loss-weighting", "uniform"]),
     "b16-dropout0": (16, ["--dropout", "0", "--loss-weighting", "uniform"]),
@@ -61,7 +62,7 @@ EQUAL_COMPUTE: dict[str, float] = {"mults-1-2-2": 66.9 / 47.9, "mults-1-2-2-cosi
 def train(out: Path, name: str, images: int, batch: int, flags: list[str], env: dict[str, str]) -> None:
     steps = images // batch
     cmd = ["ddpm-studio", "train", "--runs-dir", str(out / "runs"), "--name", name, "--source", "demo", "--preset", "laptop",
-           "--train-minutes", "0", "--total-steps", str(steps), "--batch-size", str(batch),
+           "--ema", "fixed", "--train-minutes", "0", "--total-steps", str(steps), "--batch-size", str(batch),
            "--checkpoint-every", str(steps // 3), "--keep-last", "10", "--preview-every", "1000000",
            "--log-every", "50", *flags]
     with open(out / f"{name}.train.log", "w") as log:

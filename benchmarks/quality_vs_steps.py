@@ -85,8 +85,8 @@ RECIPE: dict[str, dict[str, Any]] = {
               "attention_resolutions": [8], "dropout": 0.1},
     "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon", "loss": "mse", "min_snr_gamma": 0.0},
     "optim": {"batch_size": 32, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 200, "lr_schedule": "cosine",
-              "weight_decay": 0.0, "grad_clip": 1.0, "ema_decay": 0.999, "mixed_precision": "off", "device": "cpu",
-              "total_steps": 6000, "seed": 0},
+              "weight_decay": 0.0, "grad_clip": 1.0, "ema": "fixed", "ema_decay": 0.999, "mixed_precision": "off",
+              "device": "cpu", "total_steps": 6000, "seed": 0},
     "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0, "log_every": 50},
 }
 

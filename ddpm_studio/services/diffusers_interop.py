@@ -171,7 +171,7 @@ def _run_config(u: UNetConfig, timesteps: int, schedule: str, prediction: str) -
         "data": {"source": "folder", "data_path": "", "image_size": u.image_size, "channels": u.in_channels},
         "model": model,
         "diffusion": {"timesteps": timesteps, "schedule": schedule, "prediction": prediction},
-        "optim": {"lr": IMPORTED_LR},
+        "optim": {"lr": IMPORTED_LR, "ema": "fixed"},  # the import writes the one set of weights as a fixed EMA's state
     })
 
 

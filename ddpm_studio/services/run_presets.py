@@ -18,7 +18,8 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "Laptop CPU (default)": {},  # the defaults themselves: the small U-Net, 32x32, cosine schedule, v-prediction, 10 minutes
     "Quick pipeline check (tiny model, ~1 min)": {
         "model": {"preset": "tiny"}, "data": {"image_size": 16}, "diffusion": {"timesteps": 200},
-        "optim": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 20, "total_steps": 300, "train_minutes": 0.0, "ema_decay": 0.99},
+        "optim": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 20, "total_steps": 300, "train_minutes": 0.0, "ema": "fixed",
+                  "ema_decay": 0.99},
         "schedule": {"preview_every": 50, "preview_steps": 20, "checkpoint_every": 100},
     },
     "Paper CIFAR-10 (GPU, days)": {
@@ -31,7 +32,7 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "64x64 images (GPU)": {
         "model": {"preset": "ddpm-64"}, "data": {"image_size": 64}, "diffusion": {"timesteps": 1000, "schedule": "cosine"},
         "optim": {"batch_size": 64, "lr": 2e-4, "warmup_steps": 5000, "total_steps": 300_000, "train_minutes": 0.0,
-                  "ema_decay": 0.9999},
+                  "ema": "fixed", "ema_decay": 0.9999},
         "schedule": {"preview_every": 5000, "checkpoint_every": 10_000},
     },
 }

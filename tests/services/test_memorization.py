@@ -152,7 +152,7 @@ def test_the_share_of_copies_rises_as_a_tiny_model_memorizes_eight_images(tmp_pa
         "data": {"source": "folder", "data_path": str(folder), "image_size": 16, "cache": False, "hflip": False},
         "model": {"preset": "tiny", "dropout": 0.0}, "diffusion": {"timesteps": 100, "loss_weighting": "uniform"},
         "optim": {"batch_size": 8, "total_steps": 1500, "device": "cpu", "mixed_precision": "off", "lr": 2e-3,
-                  "warmup_steps": 50, "ema_decay": 0.99},
+                  "warmup_steps": 50, "ema": "fixed", "ema_decay": 0.99},
         "schedule": {"preview_every": 0, "checkpoint_every": 500, "checkpoint_minutes": 0, "keep_last": 10,
                      "log_every": 100},
     }))
