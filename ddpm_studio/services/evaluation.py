@@ -34,10 +34,10 @@ from ddpm_studio.services.progress import run_with_progress
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
-    guidance_record,
     load_source,
     sampler_spec,
     seeded_batches,
+    weights_record,
 )
 
 FID_MODES = ("auto", "on", "off")
@@ -50,8 +50,9 @@ def evaluation_sample_config(**overrides: Any) -> config_mod.SampleConfig:
 
 def _report_lines(report: dict[str, Any]) -> tuple[str, ...]:
     steps = f" {report['steps']} steps" if uses_steps(report["sampler"]) else ""
+    ema = f", EMA length {report['ema_length']:g}" if report.get("ema_length") else ""
     guided = f", autoguidance {report['autoguidance']:g} by step {report['guide_step']}" if report.get("autoguidance") else ""
-    lines = [f"Evaluated step {report['step']} with {report['num_images']} images ({report['sampler']}{steps}{guided}, "
+    lines = [f"Evaluated step {report['step']} with {report['num_images']} images ({report['sampler']}{steps}{ema}{guided}, "
              f"{report['sampling_seconds']:.1f} s of sampling)"]
     demo = report.get("demo")
     if demo:
@@ -128,7 +129,7 @@ class EvaluationSession:
         report: dict[str, Any] = {
             "checkpoint": str(loaded.path), "step": loaded.step, "num_images": int(images.shape[0]),
             "sampler": sc.sampler, "steps": sc.steps, "spacing": sc.spacing, "sample_seed": sc.sample_seed,
-            "class_label": sc.class_label, "guidance_scale": sc.guidance_scale, **guidance_record(loaded, sc),
+            "class_label": sc.class_label, "guidance_scale": sc.guidance_scale, **weights_record(loaded, sc),
             "sampling_seconds": round(time.perf_counter() - started, 3), "notes": [],
         }
         if self.demo or (self.demo is None and loaded.cfg.data.source == "demo"):

@@ -25,10 +25,10 @@ from ddpm_studio.services.imaging import make_grid, save_png
 from ddpm_studio.services.sampling import (
     LoadedModel,
     denoise_batches,
-    guidance_record,
     load_source,
     sampler_spec,
     seed_noise,
+    weights_record,
 )
 
 
@@ -105,7 +105,7 @@ class InterpolationSession:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         strip = save_png(make_grid(images, ncols=ic.frames), self.out_dir / f"{self.prefix}_seed{ic.seed_from}-{ic.seed_to}.png")
         extra: dict[str, Any] = {"checkpoint": str(loaded.path), "step": loaded.step, "frames": ic.frames, "rows": rows,
-                                 "seeds": (ic.seed_from, ic.seed_to), **guidance_record(loaded, sc)}
+                                 "seeds": (ic.seed_from, ic.seed_to), **weights_record(loaded, sc)}
         if row_labels is not None:
             extra["row_classes"] = [loaded.class_names[i] for i in row_labels.tolist()]
         yield SamplesReady(images, (str(strip),), str(strip), None, extra)

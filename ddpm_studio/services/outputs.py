@@ -33,11 +33,14 @@ def output_name(source: str, sample: SampleConfig, *, what: str = "", stamp: str
 
     ``source`` names the model (a checkpoint's stem, ``live``, or "" for a run's newest checkpoint); ``what``
     is "" for images, ``interpolation_tag`` / ``evaluation_tag`` for the others; the sampler is named with its
-    step count only when it uses one (DDPM always takes T steps), then the autoguidance weight asked for (``ag1``;
-    none for the model alone, as the names were before autoguidance), so that the images of two weights, or ones made
-    before autoguidance, are not overwritten by another weight's.
+    step count only when it uses one (DDPM always takes T steps), then an EMA length asked for (``ema0.05``; none for
+    the run's own), then the autoguidance weight asked for (``ag1``; none for the model alone, as the names were before
+    autoguidance), so that the images of two lengths or weights, or ones made before these settings, are not
+    overwritten by another's.
     """
     parts = [source, stamp, what, steps_label(sample.sampler, sample.steps)]
+    if sample.ema_length:
+        parts.append(f"ema{sample.ema_length:g}")
     if sample.autoguidance:
         parts.append(f"ag{sample.autoguidance:g}")
     if seed:

@@ -289,10 +289,11 @@ NO_GUIDE = ("Autoguidance is off for this checkpoint: it keeps no weights of its
             "after resuming such a run); sampling without it")
 
 
-def guidance_record(loaded: LoadedModel, sc: config_mod.SampleConfig) -> dict[str, Any]:
-    """What a result records of autoguidance: the weight applied (0: off or no guide) and the guide's step."""
+def weights_record(loaded: LoadedModel, sc: config_mod.SampleConfig) -> dict[str, Any]:
+    """What a result records of the weights that drew it: the power-EMA length (None: a fixed EMA or the raw
+    weights), the autoguidance weight applied (0: off or no guide) and the guide's step."""
     weight = loaded.autoguidance(sc.autoguidance)
-    return {"autoguidance": weight, "guide_step": loaded.guide_step if weight else None}
+    return {"ema_length": loaded.ema_length, "autoguidance": weight, "guide_step": loaded.guide_step if weight else None}
 
 
 class SamplingSession:
@@ -335,7 +336,7 @@ class SamplingSession:
         paths = tuple(str(save_png(img, self.out_dir / f"{self.prefix}_{i:05d}.png")) for i, img in enumerate(images))
         grid_path = str(save_png(make_grid(images, ncols), self.out_dir / f"{self.prefix}_grid.png"))
         traj_path = str(save_gif(trajectory, self.out_dir / f"{self.prefix}_trajectory.gif")) if trajectory else None
-        extra = {"checkpoint": str(loaded.path), "step": loaded.step, **guidance_record(loaded, sc)}
+        extra = {"checkpoint": str(loaded.path), "step": loaded.step, **weights_record(loaded, sc)}
         if labels is not None:
             extra["labels"] = labels.tolist()
             extra["class_names"] = list(loaded.class_names)

@@ -19,6 +19,9 @@ def test_output_names_say_what_was_made_and_name_steps_only_when_they_apply() ->
     interp = interpolation_tag(InterpolationConfig(seed_from=2, seed_to=7))
     assert output_name("", ddim, what=interp, seed=False) == "interp2-7-ddim50"
     assert output_name("s", ddim, what=evaluation_tag(SampleConfig(num_images=256))) == "s-eval-n256-ddim50-seed3"
+    # A rebuilt EMA length is named too, so sweeping lengths never overwrites one length's images with another's.
+    assert output_name("s", SampleConfig(ema_length=0.05, autoguidance=1)) == "s-dpm++2m-sde20-ema0.05-ag1-seed0"
+    assert output_name("s", SampleConfig(ema_length=0.1, autoguidance=0)) == "s-dpm++2m-sde20-ema0.1-seed0"
 
 
 def test_samples_go_to_the_models_own_run(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """The training recipe end to end: power EMA and post-hoc EMA through checkpoints, time budgets, noise levels,
 and runs saved before these options existed (they load, resume and sample with their old meaning)."""
 
+import json
+
 import pytest
 import torch
 
@@ -60,6 +62,17 @@ def test_post_hoc_ema_lengths_through_the_services_api_and_the_cli(tmp_path, tin
     assert cli_main(["sample", str(ckpt), "--num-images", "2", "--sampler", "ddim", "--steps", "3",
                      "--ema-length", "0.2", "--out", str(out), "--device", "cpu"]) == 0
     assert len(list(out.rglob("sample_0000*.png"))) == 2
+    # Each length's images in a folder of their own, and an evaluation says which length it scored.
+    assert cli_main(["sample", str(ckpt), "--num-images", "1", "--sampler", "ddim", "--steps", "3",
+                     "--ema-length", "0.05", "--out", str(out), "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and "-ema0.05-" in names[0] and "-ema0.2-" in names[1], names
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(ckpt), "--num-images", "2", "--sampler", "ddim", "--steps", "3", "--fid", "off",
+                     "--no-memorization", "--ema-length", "0.2", "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    assert "EMA length 0.2" in capsys.readouterr().err
+    report = json.loads(next((tmp_path / "ev").rglob("evaluation.json")).read_text())
+    assert report["ema_length"] == 0.2
 
 
 def test_a_fixed_ema_run_says_it_cannot_rebuild_ema_lengths(tmp_path, tiny_cfg, capsys):
