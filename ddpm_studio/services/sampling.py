@@ -76,7 +76,7 @@ def load_for_sampling(path: str | Path, device: DeviceChoice, use_ema: bool = Tr
                       ema_length: float | None = None, guided: bool = False) -> LoadedModel:
     """Build the network a checkpoint describes and load its (EMA) weights; CheckpointError says why not.
 
-    ``ema_length`` (σ_rel, e.g. 0.05-0.25): rebuild the power-function EMA of that length from the averages the
+    ``ema_length`` (σ_rel, e.g. 0.02-0.25): rebuild the power-function EMA of that length from the averages the
     checkpoint stores (post-hoc EMA, :func:`ddpm_studio.core.power_ema.reconstruct`) instead of using the run's
     own EMA; only checkpoints of runs with EMA kind "power" have them (CheckpointError otherwise). None or 0: the
     checkpoint's own EMA weights (at the run's length for a power EMA). Checkpoints written before

@@ -62,7 +62,7 @@ def test_the_ema_length_control_rebuilds_a_power_ema_and_is_off_with_the_reason_
 
     choose(studio, runs["power"].latest_checkpoint().path)
     qtbot.waitUntil(control.isEnabled, timeout=WAIT)
-    assert control.value() == pytest.approx(0.1) and (control.minimum(), control.maximum()) == (0.03, 0.25)
+    assert control.value() == pytest.approx(0.1) and (control.minimum(), control.maximum()) == (0.01, 0.28)
     assert "It starts at the run's own (0.1)" in control.toolTip() and "noisy" in control.toolTip()
     assert panel.sample_config()[0].ema_length == 0.0  # the run's own: its stored EMA weights, not a rebuild
     own = generate(studio, qtbot)

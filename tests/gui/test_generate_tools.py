@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,22 @@ def test_the_ema_length_shows_no_number_while_the_model_has_none(qtbot) -> None:
             assert not choice.isEnabled() and choice.text() == NO_EMA_LENGTH and choice.toolTip() == reason
             assert choice.value_for_sampling() == 0.0
         else:
-            assert choice.isEnabled() and choice.text() == "0.050" and choice.minimum() == 0.03
+            assert choice.isEnabled() and choice.text() == "0.050" and choice.minimum() == 0.01
     choice.set_own(0.05)
-    choice.setValue(0.03)  # the shortest offered length is a number, not "n/a"
-    assert choice.text() == "0.030" and choice.value_for_sampling() == 0.03 and chosen == [True]
+    choice.setValue(0.01)  # the shortest offered length is a number, not "n/a"
+    assert choice.text() == "0.010" and choice.value_for_sampling() == 0.01 and chosen == [True]
+
+
+def test_a_run_of_the_default_ema_length_samples_with_its_own_weights(qtbot) -> None:
+    """The default EMA length became 0.02, under the 0.03 the control offered: it showed "0.030" and sampled a
+    rebuilt 0.03 average instead of the run's own. Every length a run can be trained with is shown as it is."""
+    from ddpm_studio.gui.views.generate_tools import EmaLengthChoice
+    from ddpm_studio.services.config import OptimConfig
+
+    choice = EmaLengthChoice()
+    qtbot.addWidget(choice)
+    meta = next(f.metadata for f in dataclasses.fields(OptimConfig) if f.name == "ema_length")
+    low, high = meta["min"], meta["max"]
+    for own in (OptimConfig().ema_length, low, high):
+        choice.set_own(own)
+        assert choice.value() == own and choice.value_for_sampling() == 0.0, own

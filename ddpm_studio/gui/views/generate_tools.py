@@ -92,13 +92,15 @@ class ClassChoice(QComboBox):
         self._wanted = self.value()
 
 
-EMA_LENGTHS = (0.03, 0.25)  # σ_rel offered: EDM2's useful range (shorter is noise, longer blurs a short run)
+#: σ_rel offered: every length a run can be trained with (the run setting's range, so a run's own length is shown as
+#: it is: the default 0.02 did best on ten-minute runs, docs/quality_per_compute.md).
+EMA_LENGTHS = (0.01, 0.28)
 NO_EMA_LENGTH = "n/a"  # what the off control shows
 EMA_LENGTH_TIP = (
     "EMA length (σ_rel): how much of the run the averaged weights cover, rebuilt from the two averages the checkpoint "
     "keeps (post-hoc EMA), so you can pick it after training. It starts at the run's own ({own}).\n"
     "Change it when samples look noisy, grainy or blotchy (try longer: 0.15-0.25), or washed out, blurry or "
-    "stuck on an early look of the run (try shorter: 0.03-0.07). Changing it samples the same seeds again, so the "
+    "stuck on an early look of the run (try shorter: 0.01-0.05). Changing it samples the same seeds again, so the "
     "images compare.")
 
 
