@@ -171,7 +171,7 @@ def _run_config(u: UNetConfig, timesteps: int, schedule: str, prediction: str) -
         "data": {"source": "folder", "data_path": "", "image_size": u.image_size, "channels": u.in_channels},
         "model": model,
         "diffusion": {"timesteps": timesteps, "schedule": schedule, "prediction": prediction},
-        "optim": {"lr": IMPORTED_LR, "ema": "fixed"},  # the import writes the one set of weights as a fixed EMA's state
+        "optim": {"lr": IMPORTED_LR},
     })
 
 
@@ -251,6 +251,9 @@ def import_diffusers(path: str | Path, runs_dir: str | Path | None = None, name:
         raise DiffusersFormatError(str(exc).replace("Checkpoint ", "", 1)) from None
     model = build_model(cfg)
     model.load_state_dict(weights)
+    # The one set of weights is written as a fixed EMA's state, so the run continues with a fixed EMA whatever the
+    # exported run used (an export of a power-EMA run records "power" in its provenance).
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, ema="fixed"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     ema = EMA(model, cfg.optim.ema_decay)
     notes = (*folder.notes, "the folder holds one set of weights: it is both the training model and its EMA")
