@@ -46,6 +46,11 @@ class EMA:
             b_ema.copy_(b)
         self.num_updates += 1
 
+    def discard_updates(self, count: int) -> None:
+        """Forget that the last ``count`` updates happened: they were gated off (refused on the device), so the
+        average is already as it was, but the step count that sets the warm-up went on."""
+        self.num_updates -= min(count, self.num_updates)
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
 

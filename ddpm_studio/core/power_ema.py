@@ -72,6 +72,14 @@ class PowerEMA:
         if self.max_snapshots and self.num_updates % self.snapshot_interval == 0:
             self._snapshot()
 
+    def discard_updates(self, count: int) -> None:
+        """Forget the last ``count`` updates, which were gated off (refused on the device): the averages are as
+        they were before them, but the step count (which sets each update's β and the rebuilt average's
+        coefficients) and the snapshots taken at those steps went on; both are wound back."""
+        self.num_updates -= min(count, self.num_updates)
+        self.snapshots = [s for s in self.snapshots if s[0] <= self.num_updates]
+        self._model_step = -1
+
     def _snapshot(self) -> None:
         self.snapshots.append((self.num_updates, [_weights(a, SNAPSHOT_DTYPE, "cpu") for a in self.averages]))
         self._thin()

@@ -105,6 +105,8 @@ class TrainingStep:
         self.loss_weights = None if weights is None else weights.to(dev)
         #: On a GPU: the device-side record of a refused step (None: each step is checked on the host).
         self.refused = RefusedSteps(dev) if refuse_on_device and not scaler.is_enabled() else None
+        self.last_step = 0  # the last step run (applied, or gated off on the device)
+        self._ema_wound_back = False  # the EMA's count of gated-off updates has been taken back
         self.resident_images: torch.Tensor | bool | None = None  # the data set on the GPU (False: it does not fit)
         self.stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
 
@@ -204,6 +206,7 @@ class TrainingStep:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model, gate)  # on every rank alike (the weights are the same on all)
+        self.last_step = step
         if self.early.due(step):  # only then: a power EMA rebuilds its average to give .model
             self.early.update(step, self.ema.model)
 
@@ -220,5 +223,13 @@ class TrainingStep:
         return packed[0] / self.dist.world, packed[2 : 2 + b], packed[2 + b : 2 + 2 * b]
 
     def first_refused(self) -> tuple[int, float, float] | None:
-        """(step, loss, gradient norm) of the first step the device refused, or None (none, or checked on the host)."""
-        return self.refused.first_refused() if self.refused is not None else None
+        """(step, loss, gradient norm) of the first step the device refused, or None (none, or checked on the host).
+
+        Once one is found the EMA's update count is wound back to before it: the device gated off that update and
+        every one after it, so the averages are as they were, but their count went on (a power EMA's rebuilt
+        average depends on it)."""
+        found = self.refused.first_refused() if self.refused is not None else None
+        if found is not None and not self._ema_wound_back:
+            self.ema.discard_updates(self.last_step - found[0] + 1)
+            self._ema_wound_back = True
+        return found

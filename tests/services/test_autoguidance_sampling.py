@@ -126,7 +126,7 @@ def test_evaluation_and_the_cli_take_the_setting(trained, tmp_path, capsys):
                                 memorization=False, device="cpu")
     ready = next(e for e in session.steps() if isinstance(e, ev.EvaluationReady))
     assert (ready.report["autoguidance"], ready.report["guide_step"]) == (2.0, 4)
-    assert "ddim 4 steps, autoguidance 2 by step 4," in ready.lines[0]
+    assert "(ddim 4 steps, EMA length 0.02, autoguidance 2 by step 4," in ready.lines[0]  # the run's default power EMA
     out = tmp_path / "cli"
     assert cli_main(["sample", str(path), "--num-images", "2", "--sampler", "ddim", "--steps", "2",
                      "--autoguidance", "0.5", "--out", str(out), "--device", "cpu"]) == 0

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ddpm_studio.core.checkpoint import load_checkpoint
+from ddpm_studio.core.ema import EMA
+from ddpm_studio.core.power_ema import PowerEMA
 from ddpm_studio.services import events as ev
 from ddpm_studio.services import step_results, training
 from ddpm_studio.services.runs import RunFolder
@@ -26,8 +28,23 @@ def gpu_policy(monkeypatch):
     monkeypatch.setattr(step_results, "READ_EVERY_SECONDS", 1e9)
 
 
-def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, tiny_cfg, monkeypatch):
-    cfg = tiny_cfg(optim={"total_steps": 7}, schedule={"log_every": 3, "checkpoint_every": 5})
+def assert_same_ema(ema, other):
+    """The same stored averages, to rounding: the gated update is three ops for lerp's one. (A power EMA's rebuilt
+    average is not compared: its coefficients, up to ±3 this early, magnify those roundings and the half-precision
+    snapshots' rounding steps.)"""
+    pairs = [(ema.model, other.model)] if isinstance(ema, EMA) else list(zip(ema.averages, other.averages, strict=True))
+    for mine, theirs in pairs:
+        for key, value in mine.state_dict().items():
+            torch.testing.assert_close(theirs.state_dict()[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    if isinstance(ema, PowerEMA):
+        assert [s[0] for s in ema.snapshots] == [s[0] for s in other.snapshots] and ema.num_updates == other.num_updates
+        for (_, mine), (_, theirs) in zip(ema.snapshots, other.snapshots, strict=True):
+            torch.testing.assert_close(theirs, mine)  # half precision: one rounding step apart at most
+
+
+@pytest.mark.parametrize("ema", ["fixed", "power"])
+def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, tiny_cfg, monkeypatch, ema):
+    cfg = tiny_cfg(optim={"total_steps": 7, "ema": ema}, schedule={"log_every": 3, "checkpoint_every": 5})
     outcomes = {}
     for deferred in (False, True):
         monkeypatch.setattr(training, "step_policy", lambda device, distributed, d=deferred: (d, True))
@@ -48,14 +65,14 @@ def test_batched_reads_train_the_same_weights_and_report_every_step(tmp_path, ti
     assert [c.step for c in RunFolder(tmp_path / "dTrue").checkpoints()] == [5, 7]
     for key, value in plain.model.state_dict().items():
         assert torch.equal(value, batched.model.state_dict()[key]), key
-    for key, value in plain.ema.model.state_dict().items():  # gated EMA: three ops for lerp's one, so rounding apart
-        torch.testing.assert_close(batched.ema.model.state_dict()[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    assert_same_ema(plain.ema, batched.ema)
 
 
-def test_a_refused_step_and_every_step_after_it_are_never_applied(tmp_path, tiny_cfg, monkeypatch, gpu_policy):
+@pytest.mark.parametrize("ema", ["fixed", "power"])
+def test_a_refused_step_and_every_step_after_it_are_never_applied(tmp_path, tiny_cfg, monkeypatch, gpu_policy, ema):
     """NaN at step 5; the host reads at step 8 (the checkpoint), so steps 5-8 ran on the device before it knew."""
     poison_training_loss(monkeypatch, 5, float("nan"))
-    cfg = tiny_cfg(schedule={"checkpoint_every": 4, "log_every": 100})
+    cfg = tiny_cfg(optim={"ema": ema}, schedule={"checkpoint_every": 4, "log_every": 100})
     session = TrainingSession(cfg, runs_dir=tmp_path, run_name="nan")
     events = []
     with pytest.raises(TrainingError, match="The loss became NaN at step 5") as err:
@@ -69,8 +86,12 @@ def test_a_refused_step_and_every_step_after_it_are_never_applied(tmp_path, tiny
     good = load_checkpoint(run_folder.checkpoint_path(4))
     for key, value in session.model.state_dict().items():  # ... and applied none of steps 5-8
         assert torch.equal(value, good["model"][key]), key
-    for key, value in session.ema.model.state_dict().items():
-        assert torch.equal(value, good["ema"]["model"][key]), key
+    assert session.ema.num_updates == 4  # the gated-off updates are not counted (a power EMA's average depends on it)
+    stored = [(session.ema.model, good["ema"]["model"])] if ema == "fixed" else list(
+        zip(session.ema.averages, good["phema"]["averages"], strict=True))  # (snapshots thinned since may be gone)
+    for average, good_weights in stored:
+        for key, value in average.state_dict().items():
+            assert torch.equal(value, good_weights[key]), key
     assert session.optimizer.state_dict()["state"][0]["step"] == 4  # fused AdamW skipped its step counts too
 
 
