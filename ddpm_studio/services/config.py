@@ -34,7 +34,7 @@ from ddpm_studio.core.sampler_catalog import sampler_help, spacing_help, uses_st
 from ddpm_studio.core.unet_config import UNetConfig, preset_config
 
 DATA_SOURCES = ("demo", "folder", "mnist", "fashion_mnist", "cifar10")
-MODEL_PRESETS = ("tiny", "small", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
+MODEL_PRESETS = ("tiny", "fast", "small", "laptop", "cifar10", "ddpm-64", "ddpm-128", "ddpm-256")
 SCHEDULES = BETA_SCHEDULE_NAMES
 LR_SCHEDULES = ("constant", "cosine", "linear", "wsd")
 EMA_KINDS = ("power", "fixed")
@@ -76,12 +76,12 @@ class DataConfig:
 class ModelConfig:
     """The U-Net: a named preset, optionally overridden field by field."""
 
-    preset: str = setting("small", "Model preset", "small: 1.1M parameters, the fastest to learn on a CPU (about 1.4x the laptop's images/s, and on the demo shapes a better score after the same images: docs/quality_per_compute.md); laptop: 2.7M, a wider deepest level, for more varied images or longer runs; cifar10: the paper's 35.7M model (GPU); tiny: for tests.", choices=MODEL_PRESETS)
+    preset: str = setting("fast", "Model preset", "fast: 0.4M parameters, 32 channels at every level: the most learned per CPU minute (about 1.6x the small preset's images/s with about the same score per image on the demo shapes, so ten minutes score about twice as much: docs/quality_per_compute.md); small: 1.1M, wider middle and deepest levels; laptop: 2.7M, wider still, for more varied images or longer runs; cifar10: the paper's 35.7M model (GPU); tiny: for tests.", choices=MODEL_PRESETS)
     base_channels: int | None = setting(None, "Base channels", "Width of the first U-Net level (multiple of 32). Empty = preset's value.", min=32, max=512, optional=True)
     channel_mults: tuple[int, ...] | None = setting(None, "Channel multipliers", "Width of each level as a multiple of base channels, e.g. 1,2,2,2. Empty = preset's value.", optional=True)
     num_res_blocks: int | None = setting(None, "Residual blocks per level", "Empty = preset's value.", min=1, max=8, optional=True)
     attention_resolutions: tuple[int, ...] | None = setting(None, "Attention resolutions", "Feature-map sizes that get self-attention, e.g. 16. Empty = preset's value.", optional=True)
-    dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks. Empty = the preset's value: 0 for small (in a run of minutes dropout only slows learning), 0.1 for the others (the paper's on CIFAR-10: it curbs overfitting in long runs).", min=0.0, max=0.9, optional=True)
+    dropout: float | None = setting(None, "Dropout", "Dropout in residual blocks. Empty = the preset's value: 0 for fast and small (in a run of minutes dropout only slows learning), 0.1 for the others (the paper's on CIFAR-10: it curbs overfitting in long runs).", min=0.0, max=0.9, optional=True)
     downsample_padding: str = setting("symmetric", "Downsample padding", "How each downsampling conv pads its input: symmetric (a pixel on every side, DDPM Studio's own models) or tf (right and bottom only, as the paper's TensorFlow code did: ddpm-studio import sets it for the google/ddpm-* weights). The weights depend on it: cannot change when resuming.", choices=DOWNSAMPLE_PADDINGS)
 
 
@@ -106,7 +106,7 @@ class OptimConfig:
 
     batch_size: int = setting(32, "Batch size", "Images per optimisation step (per device).", min=1, max=4096)
     grad_accum: int = setting(1, "Gradient accumulation", "Micro-batches summed per step; the effective batch is batch size × this.", min=1, max=256)
-    lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the CPU presets (tiny, small, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
+    lr: float = setting(2e-3, "Learning rate", "AdamW learning rate. 2e-3 suits the CPU presets (tiny, fast, small, laptop); use 2e-4 for the paper's 35.7M models (Ho et al.; the app's GPU run presets set it).", min=1e-7, max=1e-1)
     warmup_steps: int = setting(100, "Warm-up steps", "Learning rate rises linearly from 0 over these steps (paper: 5000).", min=0, max=1_000_000)
     lr_schedule: str = setting("constant", "LR schedule", "After the warm-up: constant; cosine or linear: a decay to zero over the whole run (the time budget or the last step, whichever comes first); wsd: constant, then a linear decay to zero over the run's last part (LR decay share). A decay fitted to the run anneals the weights at its end; constant suits a run you will extend.", choices=LR_SCHEDULES)
     lr_decay_share: float = setting(0.2, "LR decay share", "wsd schedule: the share of the run (after the warm-up) over which the rate falls to zero at the end.", min=0.01, max=1.0)

@@ -69,7 +69,7 @@ def _legacy_loss_weighting(diffusion: dict[str, Any]) -> str:
 #: config (config.toml or a checkpoint's) that lacks one was made before it existed; a new run gets the default.
 #: A value may be a function of the saved section, when the old meaning depended on another setting.
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"preset": "laptop"},  # the default until the small preset (issue 17)
+    "model": {"preset": "laptop"},  # the default until the small preset (issue 17); saved settings name theirs since
     "diffusion": {"prediction": "epsilon", "noise_levels": "uniform", "loss_weighting": _legacy_loss_weighting},
     "optim": {"ema": "fixed", "train_minutes": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999},
 }

@@ -15,7 +15,7 @@ from ddpm_studio.services import config as config_mod
 
 #: Named starting points: the app's defaults with these values (the dataset choice is kept).
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "Laptop CPU (default)": {},  # the defaults themselves: the small U-Net, 32x32, cosine schedule, v-prediction, 10 minutes
+    "Laptop CPU (default)": {},  # the defaults themselves: the fast U-Net, 32x32, cosine schedule, v-prediction, 10 minutes
     "Quick pipeline check (tiny model, ~1 min)": {
         "model": {"preset": "tiny"}, "data": {"image_size": 16}, "diffusion": {"timesteps": 200},
         "optim": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 20, "total_steps": 300, "train_minutes": 0.0, "ema": "fixed",

@@ -65,7 +65,7 @@ def test_every_field_has_label_and_help():
 
 @pytest.mark.parametrize("section, key, saved, new", [
     ("diffusion", "prediction", "epsilon", "v"),  # runs saved before v-prediction existed trained ε
-    ("model", "preset", "laptop", "small"),  # runs saved before the small preset became the default were the laptop
+    ("model", "preset", "laptop", "fast"),  # runs saved before the small preset became the default were the laptop
 ])
 def test_a_saved_run_without_a_newer_setting_keeps_the_value_it_was_trained_with(tmp_path, section, key, saved, new):
     """A run's config.toml that lacks a setting predates it: it must not be read as the new default."""
