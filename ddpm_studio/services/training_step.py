@@ -105,8 +105,7 @@ class TrainingStep:
         self.loss_weights = None if weights is None else weights.to(dev)
         #: On a GPU: the device-side record of a refused step (None: each step is checked on the host).
         self.refused = RefusedSteps(dev) if refuse_on_device and not scaler.is_enabled() else None
-        self.last_step = 0  # the last step run (applied, or gated off on the device)
-        self._ema_wound_back = False  # the EMA's count of gated-off updates has been taken back
+        self.last_step = 0  # the last step the EMA's update count includes (applied, or gated off on the device)
         self.resident_images: torch.Tensor | bool | None = None  # the data set on the GPU (False: it does not fit)
         self.stop_agreed = False  # under torchrun: the stop request as all ranks agreed on it in the last step
 
@@ -229,7 +228,7 @@ class TrainingStep:
         every one after it, so the averages are as they were, but their count went on (a power EMA's rebuilt
         average depends on it)."""
         found = self.refused.first_refused() if self.refused is not None else None
-        if found is not None and not self._ema_wound_back:
+        if found is not None and self.last_step >= found[0]:  # (a second call finds nothing left to take back)
             self.ema.discard_updates(self.last_step - found[0] + 1)
-            self._ema_wound_back = True
+            self.last_step = found[0] - 1
         return found
