@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true", help="Skip the DDPM-1000 row (unless --resume has it)")
     p.add_argument("--resume", action="store_true", help="Keep the rows the JSON already has for this checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--autoguidance", type=float, default=0.0,
+                   help="Autoguidance weight for every row (default 0: the model alone; needs a checkpoint that keeps a guide)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--runs-dir", type=Path, help="Where the trained run goes (default: the app runs folder; --quick: temp)")
     p.add_argument("--json", type=Path, help="Default benchmarks/results/quality_vs_steps[_quick].json")
@@ -78,15 +80,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 #: move): the tiny U-Net on 16x16 demo shapes, ε-prediction on the paper's linear schedule, 6,000 steps of batch 32,
 #: lr 1e-3 with a cosine decay after 200 warm-up steps, EMA 0.999, float32 on the CPU, seed 0. Training it again
 #: reproduces the checkpoint (the demo set and every random draw are seeded); settings added to the app later must
-#: default to their old behaviour (config_files.LEGACY_DEFAULTS) or be pinned here.
+#: default to their old behaviour (config_files.LEGACY_DEFAULTS) or be pinned here (tests/test_benchmark_recipes.py checks it
+#: still builds a valid config that trains exactly its steps).
 RECIPE: dict[str, dict[str, Any]] = {
     "data": {"source": "demo", "image_size": 16, "channels": 3, "hflip": True, "conditional": False},
     "model": {"preset": "tiny", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1,
               "attention_resolutions": [8], "dropout": 0.1},
-    "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon", "loss": "mse", "min_snr_gamma": 0.0},
+    "diffusion": {"timesteps": 1000, "schedule": "linear", "prediction": "epsilon", "loss": "mse", "min_snr_gamma": 0.0,
+                  "noise_levels": "uniform", "loss_weighting": "uniform"},
     "optim": {"batch_size": 32, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 200, "lr_schedule": "cosine",
               "weight_decay": 0.0, "grad_clip": 1.0, "ema": "fixed", "ema_decay": 0.999, "mixed_precision": "off",
-              "device": "cpu", "total_steps": 6000, "seed": 0},
+              "device": "cpu", "total_steps": 6000, "train_minutes": 0, "adam_beta1": 0.9, "adam_beta2": 0.999,
+              "seed": 0},
     "schedule": {"preview_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0, "log_every": 50},
 }
 
@@ -145,7 +150,7 @@ def measure_row(loaded: Any, args: argparse.Namespace, name: str, spacing: str, 
 
     sample = evaluation_sample_config(sampler=name, steps=steps, spacing="trailing" if spacing == "-" else spacing,
                                       num_images=args.num_images, sample_batch_size=args.batch_size,
-                                      sample_seed=args.seed)
+                                      sample_seed=args.seed, autoguidance=args.autoguidance)
     events: list[Any] = []
     drive(EvaluationSession(loaded, sample, None, fid="off", demo=True).steps(), events.append)
     r = next(e.report for e in events if isinstance(e, EvaluationReady))
@@ -162,12 +167,16 @@ def measure(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     from ddpm_studio.core.device import choose_device
     from ddpm_studio.services.sampling import load_for_sampling
 
-    loaded = load_for_sampling(checkpoint, choose_device("cpu", "off"))
+    loaded = load_for_sampling(checkpoint, choose_device("cpu", "off"), guided=args.autoguidance > 0)
+    if args.autoguidance > 0 and loaded.guide is None:
+        raise SystemExit(f"{checkpoint} keeps no earlier weights to guide with: run with --autoguidance 0")
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "step": loaded.step, "num_images": args.num_images, "seed": args.seed,
+        "autoguidance": args.autoguidance,
         "image_size": loaded.cfg.data.image_size, "preset": loaded.cfg.model.preset,
         "timesteps": loaded.schedule.num_timesteps, "schedule": loaded.cfg.diffusion.schedule,
-        "prediction": loaded.cfg.diffusion.prediction, "recipe": RECIPE, "quick": args.quick, "rows": [],
+        "prediction": loaded.cfg.diffusion.prediction, "recipe": None if args.checkpoint else recipe(args),
+        "quick": args.quick, "rows": [],
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
@@ -176,7 +185,8 @@ def measure(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     if args.resume and args.json.exists():
         old = json.loads(args.json.read_text(encoding="utf-8"))
-        if old.get("checkpoint") == str(checkpoint) and old.get("num_images") == args.num_images:
+        same = (old.get("checkpoint"), old.get("num_images"), old.get("seed"), old.get("autoguidance", 0.0))
+        if same == (str(checkpoint), args.num_images, args.seed, args.autoguidance):
             done = {(r["sampler"], r["spacing"], r["steps"]): r for r in old["rows"]}
     for key in dict.fromkeys([*([k for k in done if k[0] == "ddpm"]), *planned_rows(args)]):
         row = done.get(key) or measure_row(loaded, args, *key)
@@ -208,11 +218,15 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Sample quality versus sampling steps (demo shapes)",
         "",
-        f"Checkpoint: `{Path(result['checkpoint']).name}` after {result['step']} training steps of the pinned recipe "
-        f"in `benchmarks/quality_vs_steps.py` (`RECIPE`): preset `{result['preset']}`, "
+        f"Checkpoint: `{Path(result['checkpoint']).name}` after {result['step']} training steps "
+        + ("of the pinned recipe in `benchmarks/quality_vs_steps.py` (`RECIPE`)" if result.get("recipe")
+           else "(given with `--checkpoint`)")
+        + f": preset `{result['preset']}`, "
         f"{result['image_size']}x{result['image_size']} demo shapes, {result.get('prediction', 'epsilon')}-prediction, "
         f"T = {result['timesteps']} ({result['schedule']} schedule). Every row starts from the same "
-        f"{result['num_images']} noises (seed {result['seed']}). Measured {result['date']} on {machine['processor']}, "
+        f"{result['num_images']} noises (seed {result['seed']})"
+        + (f", with autoguidance at w = {result['autoguidance']:g}" if result.get("autoguidance") else "")
+        + f". Measured {result['date']} on {machine['processor']}, "
         f"{machine['torch_threads']} torch threads, PyTorch {machine['torch']}; the times were taken on a loaded "
         "machine (shared CPUs) and compare rows only roughly; the scores do not depend on load.",
         "",
