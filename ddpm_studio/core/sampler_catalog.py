@@ -44,12 +44,13 @@ SAMPLERS: dict[str, SamplerInfo] = {
         SamplerInfo("dpm++2m", "DPM-Solver++ 2M (ODE)", uses_steps=True, deterministic=True, ode_form=None,
                     summary="DPM-Solver++, deterministic, good in 10-25 steps on well-trained models"),
         SamplerInfo("dpm++2m-sde", "DPM-Solver++ 2M SDE", uses_steps=True, deterministic=False, ode_form="dpm++2m",
-                    summary="its stochastic form, which corrects more of a small model's errors (20-50 steps)"),
+                    summary="its stochastic form, which corrects more of a small model's errors (10-50 steps)"),
         SamplerInfo("dpm++3m", "DPM-Solver++ 3M (ODE)", uses_steps=True, deterministic=True, ode_form=None,
                     summary="third-order DPM-Solver++, deterministic: closer to the exact ODE than 2M at 10-20 steps "
                             "on well-trained models"),
         SamplerInfo("dpm++3m-sde", "DPM-Solver++ 3M SDE", uses_steps=True, deterministic=False, ode_form="dpm++3m",
-                    summary="its stochastic form: like dpm++2m-sde, the choice for small or young models"),
+                    summary="its stochastic form: like dpm++2m-sde, for small or young models; under 20 steps only "
+                            "with trailing spacing (karras and logsnr give off colours there)"),
         SamplerInfo("unipc", "UniPC-3", uses_steps=True, deterministic=True, ode_form=None,
                     summary="UniPC (bh2, order 3 with its corrector), deterministic: among the best ODE solvers at "
                             "5-10 steps on well-trained models"),
@@ -65,9 +66,11 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 SPACING_SUMMARIES: dict[str, str] = {
     "uniform": "every T/N-th timestep from 0 (DDIM's 'leading'); starts below T-1, weak under 20 steps",
     "quadratic": "DDIM's quadratic spacing, denser near the data",
-    "trailing": "every T/N-th timestep ending at T-1 (Lin et al. 2023); a safe choice at any step count",
-    "karras": "noise levels spaced as Karras et al. 2022 (ρ = 7): short steps near the data; for 5-20 steps",
-    "logsnr": "uniform in log-SNR (DPM-Solver's choice for small images); for 5-20 steps",
+    "trailing": "every T/N-th timestep ending at T-1 (Lin et al. 2023); the default: at 5-20 steps the best of "
+                "the three on the default v-prediction model, and safe at any step count",
+    "karras": "noise levels spaced as Karras et al. 2022 (ρ = 7): short steps near the data; for 20 steps and more",
+    "logsnr": "uniform in log-SNR (DPM-Solver's choice); the best at 10 steps on an ε-prediction model, behind "
+              "trailing on the default v-prediction model; for 10 steps and more",
 }
 SPACINGS: tuple[str, ...] = tuple(SPACING_SUMMARIES)
 #: Spacings defined on the noise level σ, not on t: they need the schedule to pick timesteps.
