@@ -4,11 +4,12 @@ Why: `quality_per_compute.py --quick` compares recipes at 16x16, where a run is 
 `ddpm-studio train` is the 32x32 laptop run of about ten minutes; this script trains that run with each recipe
 for the same number of images (``--images``, default 28,800: ten minutes on a 2-core float32 CPU), saves a
 checkpoint at a third, two thirds and the end, and scores each with `ddpm-studio evaluate` (the demo detector, the
-default sampler, the same seed). It drives the CLI exactly as a user would (training is seeded, so the scores do
-not depend on the machine or its load; the seconds do). Every run starts from the laptop preset (``--preset
-laptop``, the default when these were first run; a recipe's own ``--preset`` comes later and wins); the
-``mults-1-2-2`` recipes are the ``small`` preset that became the default after them, trained for more images so
-that they cost the same CPU time (:data:`EQUAL_COMPUTE`).
+same pinned sampling, :data:`PINNED_SAMPLING`, and seed). It drives the CLI exactly as a user would (training is
+seeded, so the scores do not depend on the machine or its load; the seconds do). Every run starts from the laptop
+preset (``--preset laptop``, the default when these were first run; a recipe's own ``--preset`` comes later and
+wins); the ``mults-1-2-2`` recipes are the ``small`` preset that became the default after them, trained for more
+images so that they cost the same CPU time (:data:`EQUAL_COMPUTE`). The former defaults' run to 88,896 images in
+docs/quality_per_compute.md ("Half the images?") is ``--recipes old-defaults --images 88896 --eval-images 256``.
 
     python benchmarks/default_run_recipes.py [--out DIR] [--images 28800] [--eval-images 128] [--threads 1]
         [--recipes NAME,NAME]
@@ -59,6 +60,12 @@ RECIPES: dict[str, tuple[int, list[str]]] = {
 EQUAL_COMPUTE: dict[str, float] = {"mults-1-2-2": 66.9 / 47.9, "mults-1-2-2-cosine-lr": 66.9 / 47.9}
 
 
+#: The sampling every score here was made with, pinned as the defaults move: the model alone (no autoguidance, which
+#: came later), `dpm++2m-sde` 20 steps with log-SNR spacing (the default spacing until 2026-12-02), in float32.
+PINNED_SAMPLING = ["--autoguidance", "0", "--sampler", "dpm++2m-sde", "--steps", "20", "--spacing", "logsnr",
+                   "--precision", "off"]
+
+
 def train(out: Path, name: str, images: int, batch: int, flags: list[str], env: dict[str, str]) -> None:
     steps = images // batch
     cmd = ["ddpm-studio", "train", "--runs-dir", str(out / "runs"), "--name", name, "--source", "demo", "--preset", "laptop",
@@ -75,7 +82,8 @@ def evaluation(out: Path, name: str, checkpoint: Path, eval_images: int, env: di
     found = sorted(folder.glob("*/evaluation.json"))
     if not found:
         subprocess.run(["ddpm-studio", "evaluate", str(checkpoint), "--num-images", str(eval_images), "--fid", "off",
-                        "--no-memorization", "--out", str(folder)], check=True, capture_output=True, env=env)
+                        "--no-memorization", *PINNED_SAMPLING, "--out", str(folder)], check=True, capture_output=True,
+                       env=env)
         found = sorted(folder.glob("*/evaluation.json"))
     return json.loads(found[-1].read_text())
 
