@@ -111,15 +111,21 @@ def recipe(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
+def run_config(args: argparse.Namespace) -> Any:
+    """The checked RunConfig the benchmark's checkpoint is trained with (:func:`recipe` over today's defaults)."""
+    from ddpm_studio.services import config as config_mod
+
+    return config_mod.check(config_mod.from_dict(recipe(args)))
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train the benchmark's checkpoint on the demo shapes (:data:`RECIPE`); returns its path."""
     from ddpm_studio.cli_progress import EventPrinter
-    from ddpm_studio.services import config as config_mod
     from ddpm_studio.services.control import drive
     from ddpm_studio.services.runs import RunFolder
     from ddpm_studio.services.training import TrainingSession
 
-    cfg = config_mod.check(config_mod.from_dict(recipe(args)))
+    cfg = run_config(args)
     name = f"quality-vs-steps-{time.strftime('%Y%m%d-%H%M%S')}"
     session = TrainingSession(cfg, runs_dir=args.runs_dir, run_name=name)  # None: the app's runs folder
     printer = EventPrinter()

@@ -6,12 +6,10 @@ value, which can contradict the pinned ones (Min-SNR weighting with the pinned Î
 """
 
 from benchmarks import quality_vs_steps
-from ddpm_studio.services import config as config_mod
 
 
 def test_quality_vs_steps_recipe_is_a_valid_config_that_trains_its_pinned_steps():
-    args = quality_vs_steps.parse_args([])
-    cfg = config_mod.check(config_mod.from_dict(quality_vs_steps.recipe(args)))
+    cfg = quality_vs_steps.run_config(quality_vs_steps.parse_args([]))  # what train() trains; raises if invalid
     assert cfg.optim.total_steps == quality_vs_steps.FULL["train_steps"]
     assert cfg.optim.train_minutes == 0  # the step count ends the run, not a clock
     assert cfg.diffusion.loss_weighting == "uniform" and cfg.diffusion.prediction == "epsilon"
